@@ -1,0 +1,1 @@
+"""Corral: the control plane for AI coding agents."""

@@ -1,0 +1,1 @@
+"""The REST API and the ASGI app every surface is mounted on."""

@@ -1,0 +1,64 @@
+"""Errors rendered in the REST dialect, `{"error": {"code", "message", "rule"?}}`, with the
+right status. Later gateways add their dialects here, chosen by path, so that every error has
+one rendering place. No stack trace ever reaches a client."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from corral.errors import CorralError
+
+log = logging.getLogger("corral.api")
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 403: "forbidden"}
+
+
+def rest_error(status: int, code: str, message: str, rule: str | None = None,
+               headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, object] = {"code": code, "message": message}
+    if rule:
+        body["rule"] = rule
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def _describe(errors: list[dict]) -> tuple[str, str]:
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return "invalid_json", f"the request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}"
+    parts = []
+    for error in errors[:5]:
+        where = ".".join(str(part) for part in error["loc"] if part != "body") or "body"
+        if error.get("type") == "extra_forbidden":
+            parts.append(f"{where}: unknown field")
+        else:
+            parts.append(f"{where}: {error['msg']}")
+    return "invalid_request", "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(CorralError)
+    async def _corral_error(request: Request, error: CorralError) -> JSONResponse:
+        headers = {"WWW-Authenticate": 'Bearer realm="corral"'} if error.status == 401 else None
+        return rest_error(error.status, error.code, error.message, error.rule, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        code, message = _describe(list(error.errors()))
+        return rest_error(400 if code == "invalid_json" else 422, code, message)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(error.status_code, "http_error")
+        message = str(error.detail) if error.status_code != 404 else f"no such endpoint: {request.method} {request.url.path}"
+        return rest_error(error.status_code, code, message, headers=getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        request_id = request.scope.get("corral.request_id", "")
+        log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, request_id)
+        return rest_error(500, "internal", f"internal error; the server log has the details under request id {request_id}")

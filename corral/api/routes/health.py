@@ -1,0 +1,18 @@
+"""Liveness and readiness for load balancers and orchestrators."""
+
+from fastapi import APIRouter, Request
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> dict[str, str]:
+    """The process can serve: its database answers (503 otherwise)."""
+    await request.app.state.corral.database.ping()
+    return {"status": "ready", "database": request.app.state.corral.database.dialect}

@@ -1,0 +1,43 @@
+"""The command line's way to the REST API: CORRAL_URL and CORRAL_KEY, JSON in and out, and every
+failure turned into one sentence for the person at the terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from corral.settings import ClientSettings
+
+TIMEOUT_S = 30.0
+
+
+class CliError(Exception):
+    """A failure to report as `corral: <message>` and exit 1."""
+
+
+class ApiClient:
+    def __init__(self, settings: ClientSettings) -> None:
+        self.url = settings.url
+        self._key = settings.key.get_secret_value() if settings.key else None
+
+    def call(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        if self._key is None:
+            raise CliError("set CORRAL_KEY to your API key (the first admin key is in .corral/admin.key)")
+        params = {name: value for name, value in (params or {}).items() if value is not None}
+        try:
+            response = httpx.request(
+                method, f"{self.url}/api/v1{path}", json=json, params=params, timeout=TIMEOUT_S,
+                headers={"Authorization": f"Bearer {self._key}", "User-Agent": "corral-cli"},
+            )
+        except httpx.TransportError as error:
+            raise CliError(f"cannot reach Corral at {self.url} ({type(error).__name__}): "
+                           "is `corral serve` running, and is CORRAL_URL right?") from None
+        if response.is_success:
+            return response.json()
+        try:
+            error = response.json()["error"]
+            message = error["message"]
+        except (ValueError, KeyError, TypeError):
+            message = f"HTTP {response.status_code} from {self.url}"
+        raise CliError(message)

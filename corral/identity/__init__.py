@@ -1,0 +1,1 @@
+"""Identity: organisation, teams, users, roles, API keys, OIDC."""

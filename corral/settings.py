@@ -1,0 +1,124 @@
+"""The one settings object, read from CORRAL_* environment variables.
+
+It owns parsing and validating configuration; it must never hold a secret in a form that is
+printed: keys are SecretStr, and a bad value becomes a one-line error naming the variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from corral.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """What `corral serve` needs to run."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore")
+
+    data_dir: Path = Path(".corral")
+    database_url: str | None = None  # default: SQLite in the data dir
+    host: str = "127.0.0.1"
+    port: int = Field(8700, ge=1, le=65535)
+    admin_key: SecretStr | None = None
+    redis_url: str | None = None
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_email_claim: str = "email"
+    oidc_groups_claim: str = "groups"
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    org_name: str = "Corral"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value or None
+
+    @field_validator("oidc_issuer", "oidc_jwks_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value or None
+
+    @field_validator("admin_key")
+    @classmethod
+    def _valid_admin_key(cls, value: SecretStr | None) -> SecretStr | None:
+        from corral.identity.tokens import is_well_formed
+
+        if value is not None and not is_well_formed(value.get_secret_value()):
+            raise ValueError("is not a Corral key (ck_...); generate one with `corral keygen`")
+        return value
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> "Settings":
+        if self.oidc_issuer and not self.oidc_audience:
+            raise ValueError("CORRAL_OIDC_AUDIENCE must be set when CORRAL_OIDC_ISSUER is")
+        return self
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return self.oidc_issuer is not None
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'corral.db').resolve()}"
+
+
+class ClientSettings(BaseSettings):
+    """What the `corral` command line needs to talk to a running Corral."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore")
+
+    url: str = "http://127.0.0.1:8700"
+    key: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+
+def _one_line(error: ValidationError, prefix: str = "CORRAL_") -> str:
+    first = error.errors()[0]
+    location = "_".join(str(part) for part in first["loc"]).upper()
+    message = first["msg"].removeprefix("Value error, ")
+    if not location:  # a model-level check names its variables itself
+        return message
+    value = first.get("input")
+    shown = "" if location in {"ADMIN_KEY", "KEY"} or isinstance(value, dict) else f" (got {value!r})"
+    return f"{prefix}{location} {message}{shown}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read Settings from the environment; raise ConfigError with one line naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise ConfigError(_one_line(error)) from None
+
+
+def load_client_settings() -> ClientSettings:
+    try:
+        return ClientSettings()
+    except ValidationError as error:
+        raise ConfigError(_one_line(error)) from None
