@@ -1,6 +1,6 @@
 """ASGI middleware that every request passes: a request id on every response, and a bound on
-the size of request bodies (checked against Content-Length up front and counted as the body
-streams in, so a chunked upload cannot get around it)."""
+the size of request bodies (checked against Content-Length up front; a chunked body is read up
+to the limit before the app sees it, so it cannot get around the bound)."""
 
 from __future__ import annotations
 
@@ -48,18 +48,29 @@ class BodyLimitMiddleware:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             await _reject(scope, receive, send, self._too_large() if declared.isdigit() else None)
             return
+        if declared is not None:
+            await self.app(scope, receive, send)  # the server holds the body to its declared length
+            return
+        # No length declared (chunked): read up to the limit before the app sees anything.
+        messages: list[Message] = []
         received = 0
-
-        async def counting_receive() -> Message:
-            nonlocal received
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise self._too_large()
-            return message
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                await _reject(scope, receive, send, self._too_large())
+                return
+            if not message.get("more_body", False):
+                break
+        replay = iter(messages)
 
-        await self.app(scope, counting_receive, send)
+        async def replaying_receive() -> Message:
+            return next(replay, None) or await receive()
+
+        await self.app(scope, replaying_receive, send)
 
 
 async def _reject(scope: Scope, receive: Receive, send: Send, error: PayloadTooLarge | None) -> None:

@@ -16,8 +16,8 @@ DEFAULT_KEY_SCOPES = frozenset({"gateway", "ingest", "read"})
 
 
 def parse_scopes(scopes: Iterable[str]) -> frozenset[str]:
-    """Validate a list of scope names (a comma-separated item is split)."""
-    names = {part.strip().lower() for scope in scopes for part in scope.split(",") if part.strip()}
+    """Validate a list of scope names (an item with commas or spaces is split)."""
+    names = {part.lower() for scope in scopes for part in scope.replace(",", " ").split()}
     if not names:
         raise InvalidRequest(f"a key needs at least one scope: {', '.join(SCOPES)}")
     unknown = sorted(names - set(SCOPES))
