@@ -17,7 +17,7 @@ from corral.errors import ConfigError
 class Settings(BaseSettings):
     """What `corral serve` needs to run."""
 
-    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore", env_ignore_empty=True)
 
     data_dir: Path = Path(".corral")
     database_url: str | None = None  # default: SQLite in the data dir
@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     oidc_jwks_url: str | None = None
     oidc_email_claim: str = "email"
     oidc_groups_claim: str = "groups"
+    oidc_jwks_min_refresh_seconds: float = Field(30.0, ge=0)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     org_name: str = "Corral"
 
@@ -85,7 +86,7 @@ class Settings(BaseSettings):
 class ClientSettings(BaseSettings):
     """What the `corral` command line needs to talk to a running Corral."""
 
-    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore", env_ignore_empty=True)
 
     url: str = "http://127.0.0.1:8700"
     key: SecretStr | None = None

@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,6 +34,7 @@ BACKENDS = [
     pytest.param("postgresql", id="postgresql", marks=pytest.mark.skipif(
         not PG_URL, reason="PostgreSQL tests need CORRAL_TEST_DATABASE_URL (set by .ci/run)")),
 ]
+JWKS_REFRESH = 2.0  # seconds between JWKS refetches of the test servers
 CORRAL = str(Path(sys.executable).parent / "corral")
 
 
@@ -42,9 +44,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A PostgreSQL database of this run's own, dropped at the end."""
+@contextmanager
+def new_pg_database() -> Iterator[str]:
+    """A PostgreSQL database of its own, dropped afterwards."""
     admin = make_url(PG_URL)
     name = f"corral_test_{uuid.uuid4().hex[:12]}"
     engine = create_engine(admin, isolation_level="AUTOCOMMIT")
@@ -56,6 +58,22 @@ def pg_database() -> Iterator[str]:
         with engine.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    with new_pg_database() as url:
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def fresh_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database for one test, on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'data' / 'corral.db'}"
+    else:
+        with new_pg_database() as url:
+            yield url
 
 
 def database_url_for(backend: str, request: pytest.FixtureRequest, directory: Path) -> str:
@@ -201,7 +219,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     admin_key = generate_key()
     env = {"CORRAL_ADMIN_KEY": admin_key, "CORRAL_MAX_BODY_BYTES": str(64 * 1024),
            "CORRAL_OIDC_ISSUER": issuer.url, "CORRAL_OIDC_AUDIENCE": issuer.audience,
-           "CORRAL_OIDC_JWKS_URL": issuer.url + "/jwks.json"}
+           "CORRAL_OIDC_JWKS_URL": issuer.url + "/jwks.json", "CORRAL_OIDC_JWKS_MIN_REFRESH_SECONDS": str(JWKS_REFRESH)}
     process, url, log_path = start_server(data_dir, database_url, env, demo=True)
     try:
         yield Server(url, admin_key, database_url, data_dir, log_path, backend)

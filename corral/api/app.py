@@ -60,7 +60,8 @@ def create_app(settings: Settings) -> FastAPI:
         recorder = EventRecorder(database)
         oidc = None
         if settings.oidc_issuer and settings.oidc_audience:
-            oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url)
+            oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url,
+                                settings.oidc_jwks_min_refresh_seconds)
         app.state.corral = Corral(settings=settings, database=database, recorder=recorder, oidc=oidc)
         recorder.start()
         try:

@@ -24,9 +24,12 @@ async def record_event(connection: AsyncConnection, event: Event) -> None:
     await connection.execute(insert(events), [event.row()])
 
 
+_STOP = object()  # put on the queue by stop(): write what came before it, then end
+
+
 class EventRecorder:
     """Batches telemetry events: up to `batch_size` rows per insert, at least every
-    `flush_interval` seconds while events arrive."""
+    `flush_interval` seconds while events arrive. `stop()` writes everything queued before it."""
 
     def __init__(
         self,
@@ -37,7 +40,8 @@ class EventRecorder:
         flush_interval: float = 0.2,
     ) -> None:
         self._database = database
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=max_queue)
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._max_queue = max_queue
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._task: asyncio.Task[None] | None = None
@@ -45,61 +49,53 @@ class EventRecorder:
         self.written = 0
 
     def emit(self, event: Event) -> None:
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if self._queue.qsize() >= self._max_queue:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warning("event queue full; %d events dropped so far", self.dropped)
+            return
+        self._queue.put_nowait(event)
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="corral-event-recorder")
 
-    async def flush(self) -> None:
-        """Write everything queued so far."""
-        while not self._queue.empty():
-            await self._write(self._take(self._queue.qsize()))
-
     async def stop(self, timeout: float = 10.0) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        if self._task is None:
+            return
+        self._queue.put_nowait(_STOP)
         try:
-            async with asyncio.timeout(timeout):
-                await self.flush()
+            await asyncio.wait_for(self._task, timeout)
         except TimeoutError:
-            log.error("gave up flushing %d events at shutdown", self._queue.qsize())
-
-    def _take(self, limit: int) -> list[Event]:
-        batch = []
-        while len(batch) < limit and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-        return batch
+            log.error("gave up writing %d queued events at shutdown", self._queue.qsize())
+        self._task = None
 
     async def _run(self) -> None:
         while True:
             first = await self._queue.get()
-            await asyncio.sleep(self._flush_interval)  # let a batch gather
-            batch = [first, *self._take(self._batch_size - 1)]
-            try:
-                await self._write(batch)
-            except Exception:  # the database may be briefly away; keep the loop alive
-                log.exception("could not write %d events; retrying once", len(batch))
-                await asyncio.sleep(1.0)
-                try:
-                    await self._write(batch)
-                except Exception:
-                    self.dropped += len(batch)
-                    log.exception("dropped %d events", len(batch))
+            if first is _STOP:
+                return
+            if self._queue.qsize() < self._batch_size - 1:
+                await asyncio.sleep(self._flush_interval)  # let a batch gather
+            batch, stopping = [first], False
+            while len(batch) < self._batch_size and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            await self._write_or_drop(batch)
+            if stopping:
+                return
 
-    async def _write(self, batch: list[Event]) -> None:
-        if not batch:
-            return
-        async with self._database.transaction() as connection:
-            await connection.execute(insert(events), [event.row() for event in batch])
-        self.written += len(batch)
+    async def _write_or_drop(self, batch: list[object]) -> None:
+        for attempt in (1, 2):
+            try:
+                async with self._database.transaction() as connection:
+                    await connection.execute(insert(events), [event.row() for event in batch])  # type: ignore[attr-defined]
+                self.written += len(batch)
+                return
+            except Exception:  # the database may be briefly away; keep the loop alive
+                log.exception("could not write %d events (attempt %d)", len(batch), attempt)
+                await asyncio.sleep(1.0)
+        self.dropped += len(batch)

@@ -1,7 +1,7 @@
 """OIDC bearer tokens: verify a JWT from the configured issuer and map it to a Principal.
 
 The signature is checked against the issuer's JWKS (cached; refetched when a token names an
-unknown `kid`, at most once per MIN_REFRESH_INTERVAL so random kids cannot make Corral hammer the
+unknown `kid`, at most once per `min_refresh_interval` seconds so random kids cannot make Corral hammer the
 issuer). The algorithm comes from the key, never from the token alone: `none`, symmetric keys and
 a header `alg` that differs from the key's are rejected. The email claim names the user, who must
 exist in Corral (tokens never create users or grant roles); the groups claim adds the teams of
@@ -25,7 +25,6 @@ from corral.identity.access import SCOPES, Principal
 from corral.identity.directory import get_user, normalise_email
 from corral.store.tables import teams
 
-MIN_REFRESH_INTERVAL = 30.0
 FETCH_TIMEOUT = 5.0
 LEEWAY_SECONDS = 30
 _EC_ALGORITHMS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
@@ -46,8 +45,10 @@ def key_algorithm(jwk: dict[str, Any]) -> str:
 
 
 class OidcVerifier:
-    def __init__(self, issuer: str, audience: str, jwks_url: str | None = None) -> None:
+    def __init__(self, issuer: str, audience: str, jwks_url: str | None = None,
+                 min_refresh_interval: float = 30.0) -> None:
         self.issuer = issuer
+        self.min_refresh_interval = min_refresh_interval
         self.audience = audience
         self._jwks_url = jwks_url
         self._keys: dict[str, tuple[Any, str]] = {}
@@ -62,7 +63,7 @@ class OidcVerifier:
 
     async def _refresh(self) -> None:
         async with self._lock:
-            if time.monotonic() - self._fetched_at < MIN_REFRESH_INTERVAL and self._keys:
+            if time.monotonic() - self._fetched_at < self.min_refresh_interval and self._keys:
                 return
             try:
                 async with httpx.AsyncClient(timeout=FETCH_TIMEOUT) as client:
