@@ -269,22 +269,39 @@ def key_list(
     print_json(keys) if as_json else print_table(keys, KEY_COLUMNS, "no keys")
 
 
+def resolve_key_id(client: ApiClient, key: str) -> int:
+    """A key's id from its id or its display prefix (`ck_AbCd1234`)."""
+    if key.isdigit():
+        return int(key)
+    if not key.startswith("ck_"):
+        raise CliError(f"{key!r} is neither a key id nor a key prefix like ck_AbCd1234")
+    prefix = key[:11]
+    matches = [k for k in client.call("GET", "/keys", params={"include_inactive": True})["keys"]
+               if k["prefix"] == prefix]
+    if len(matches) != 1:
+        raise CliError(f"{len(matches) or 'no'} keys have the prefix {prefix}; use the key id from `corral admin key list`")
+    return int(matches[0]["id"])
+
+
 @key_app.command("revoke")
-def key_revoke(key_id: int) -> None:
+def key_revoke(key: Annotated[str, typer.Argument(help="The key's id or prefix (ck_AbCd1234).")]) -> None:
     """Revoke a key: it stops working on the next request."""
-    key = api().call("POST", f"/keys/{key_id}/revoke")
-    out.print(f"revoked key {key['id']} ({key['prefix']}) of {key['user']}")
+    client = api()
+    key_info = client.call("POST", f"/keys/{resolve_key_id(client, key)}/revoke")
+    out.print(f"revoked key {key_info['id']} ({key_info['prefix']}) of {key_info['user']}")
 
 
 @key_app.command("rotate")
 def key_rotate(
-    key_id: int,
+    key: Annotated[str, typer.Argument(help="The key's id or prefix (ck_AbCd1234).")],
     grace: Annotated[str, typer.Option(help="How long the old key keeps working: 90m, 12h, 7d.")] = "1h",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the new key.")] = False,
 ) -> None:
     """Replace a key with a new one; the old one keeps working for the grace period."""
     seconds = int(parse_duration(grace).total_seconds())
-    created = api().call("POST", f"/keys/{key_id}/rotate", json={"grace_seconds": seconds})
+    client = api()
+    key_id = resolve_key_id(client, key)
+    created = client.call("POST", f"/keys/{key_id}/rotate", json={"grace_seconds": seconds})
     if not quiet:
         out.print(f"key {key_id} rotated to key {created['id']}; the old key works for {grace} more. "
                   "The new key is shown only this once:")
