@@ -39,6 +39,7 @@ err = Console(stderr=True, highlight=False)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
+_ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -62,7 +63,9 @@ def print_table(rows: list[dict[str, Any]], columns: list[str], empty: str) -> N
     if not rows:
         err.print(empty)
         return
-    table = Table(*columns, box=None, header_style="bold")
+    table = Table(box=None, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(_cell(row.get(column)) for column in columns))
     out.print(table)
@@ -75,6 +78,8 @@ def _cell(value: Any) -> str:
         return ", ".join(str(item) for item in value) or "-"
     if isinstance(value, dict):
         return json.dumps(value, separators=(",", ":")) if value else "-"
+    if isinstance(value, str) and _ISO_TIME.match(value):
+        return value[:19].replace("T", " ")  # listings show UTC to the second
     return str(value)
 
 
