@@ -26,6 +26,7 @@ DEMO_USERS = [
 async def seed_demo(database: Database) -> bool:
     """Create the demo teams and users unless they exist; True if anything was created."""
     async with database.transaction() as connection:
+        await database.lock_for_startup(connection)
         if (await connection.execute(select(teams.c.id).where(teams.c.name == "platform"))).first():
             return False
         for name, description in DEMO_TEAMS.items():

@@ -106,7 +106,8 @@ def _one_line(error: ValidationError, prefix: str = "CORRAL_") -> str:
     if not location:  # a model-level check names its variables itself
         return message
     value = first.get("input")
-    shown = "" if location in {"ADMIN_KEY", "KEY"} or isinstance(value, dict) else f" (got {value!r})"
+    secret = location.endswith(("KEY", "URL"))  # keys, and URLs that may hold a password
+    shown = "" if secret or isinstance(value, dict) else f" (got {value!r})"
     return f"{prefix}{location} {message}{shown}"
 
 

@@ -63,7 +63,7 @@ def test_a_user_can_revoke_their_own_key_but_not_someone_elses(server, make_user
     with server.client(mine) as client:
         own = client.get("/api/v1/keys").json()["keys"]
         assert [key["user"] for key in own] == [mine_email]
-        assert client.post(f"/api/v1/keys/{their_id}/revoke").status_code == 403
+        assert client.post(f"/api/v1/keys/{their_id}/revoke").status_code == 404  # as if it did not exist
         assert client.post(f"/api/v1/keys/{own[0]['id']}/revoke").status_code == 200
         assert client.get("/api/v1/whoami").status_code == 401
     with server.client(theirs) as client:
@@ -248,3 +248,63 @@ def test_openapi_describes_the_api(server):
     spec = httpx.get(server.url + "/openapi.json").json()
     assert {"/api/v1/whoami", "/api/v1/teams", "/api/v1/users", "/api/v1/keys", "/api/v1/events"} <= set(spec["paths"])
     assert httpx.get(server.url + "/docs").status_code == 200
+
+
+def test_an_agent_key_cannot_revoke_its_owners_keys(server, make_user):
+    email, laptop = make_user()
+    with server.admin() as admin:
+        agent = admin.post("/api/v1/keys", json={"user": email, "scopes": ["gateway"]}).json()["key"]
+        laptop_id = admin.get("/api/v1/keys", params={"user": email}).json()["keys"][0]["id"]
+    with server.client(agent) as client:
+        assert client.post(f"/api/v1/keys/{laptop_id}/revoke").status_code == 403
+    with server.client(laptop) as client:
+        assert client.get("/api/v1/whoami").status_code == 200
+
+
+def test_a_developer_cannot_list_the_organisations_teams(server, make_user):
+    _, key = make_user()
+    with server.client(key) as client:
+        assert client.get("/api/v1/teams").status_code == 403
+
+
+def test_concurrent_rotations_of_one_key_leave_one_successor(server, make_user):
+    from concurrent.futures import ThreadPoolExecutor
+
+    email, _ = make_user()
+    with server.admin() as admin:
+        key_id = admin.get("/api/v1/keys", params={"user": email}).json()["keys"][0]["id"]
+
+    def rotate(_):
+        with server.admin() as admin:
+            return admin.post(f"/api/v1/keys/{key_id}/rotate", json={"grace_seconds": 60}).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = sorted(pool.map(rotate, range(6)))
+    assert statuses == [201] + [409] * 5
+    with server.admin() as admin:
+        active = admin.get("/api/v1/keys", params={"user": email}).json()["keys"]
+    assert len(active) == 2  # the old key in its grace period and exactly one new key
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("POST", "/api/v1/keys/9223372036854775808/revoke", None),
+    ("POST", "/api/v1/keys/2147483648/rotate", None),
+    ("GET", "/api/v1/events?before=99999999999999999999", None),
+    ("GET", "/api/v1/events?since=9999-12-31T23:59:59-01:00", None),
+    ("GET", "/api/v1/events?since=0001-01-01T00:00:00%2B01:00", None),
+    ("POST", "/api/v1/keys", {"user": "alice@example.com", "expires_at": "9999-12-31T23:59:59-01:00"}),
+    ("POST", "/api/v1/keys/1/rotate", {"grace_seconds": 99999999999999}),
+    ("GET", "/api/v1/users/a%00b@x.com", None),
+    ("GET", "/api/v1/events?kind=a%00", None),
+    ("POST", "/api/v1/teams", {"name": "nul", "description": "a\u0000b"}),
+    ("POST", "/api/v1/users", {"email": "a/b@example.com"}),
+    ("POST", "/api/v1/users", {"email": "dup@example.com", "teams": ["platform", "Platform"]}),
+])
+def test_out_of_range_and_odd_input_is_a_4xx(server, method, path, body):
+    with server.admin() as admin:
+        response = admin.request(method, path, json=body)
+    if body and body.get("teams"):  # a repeated team is one membership, not an error
+        assert response.status_code == 201 and response.json()["teams"] == ["platform"]
+        return
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["error"]["message"]

@@ -110,3 +110,32 @@ def test_a_token_without_the_email_claim_is_refused(server, issuer):
 def test_a_garbage_token_is_refused(server):
     response = _whoami(server, "not.a.jwt")
     assert response.status_code == 401 and "malformed" in response.json()["error"]["message"]
+
+
+def test_an_unverified_email_is_refused(server, issuer):
+    response = _whoami(server, issuer.token(email_verified=False))
+    assert response.status_code == 401 and "not verified" in response.json()["error"]["message"]
+
+
+def test_a_token_cannot_sign_in_as_the_bootstrap_admin(server, issuer):
+    response = _whoami(server, issuer.token("admin@corral.local"))
+    assert response.status_code == 401 and "bootstrap" in response.json()["error"]["message"]
+
+
+def test_a_groups_claim_of_another_shape_names_no_teams(server, issuer):
+    response = _whoami(server, issuer.token(groups=5))
+    assert response.status_code == 200 and response.json()["teams"] == ["platform"]
+
+
+def test_an_unusable_key_in_the_jwks_does_not_break_the_others(server, issuer):
+    bad = [{"kty": "EC", "alg": "RS256", "kid": "bad-ec"}, {"kty": "RSA", "alg": "HS256", "kid": "bad-rsa", "n": "AQAB", "e": "AQAB"}, "junk"]
+    issuer.published.extend(bad)
+    try:
+        time.sleep(JWKS_REFRESH + 0.1)
+        # An unknown kid makes Corral refetch the set that now holds the bad entries.
+        forged = jwt.encode({"iss": issuer.url}, issuer.keys["k1"], algorithm="RS256", headers={"kid": "bad-ec"})
+        assert _whoami(server, forged).status_code == 401
+        assert _whoami(server, issuer.token()).status_code == 200
+    finally:
+        for entry in bad:
+            issuer.published.remove(entry)

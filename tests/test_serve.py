@@ -67,3 +67,41 @@ def test_db_upgrade_command_is_idempotent(fresh_database, tmp_path):
     for _ in range(2):
         result = subprocess.run([CORRAL, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and "up to date" in result.stdout
+
+
+def test_replicas_starting_together_on_an_empty_database_all_succeed(fresh_database, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    admin_key = generate_key()
+    env = {"CORRAL_ADMIN_KEY": admin_key}
+    with ThreadPoolExecutor(3) as pool:  # three processes, as replicas would be
+        started = list(pool.map(lambda n: start_server(tmp_path / f"replica{n}", fresh_database, env, demo=True),
+                                range(3)))
+    try:
+        auth = {"Authorization": f"Bearer {admin_key}"}
+        for _, url, _ in started:
+            assert httpx.get(url + "/api/v1/whoami", headers=auth).status_code == 200
+        users = httpx.get(started[0][1] + "/api/v1/users", headers=auth).json()["users"]
+        assert [u["email"] for u in users].count("alice@example.com") == 1
+    finally:
+        for process, _, _ in started:
+            stop_server(process)
+
+
+def test_an_expired_admin_key_in_the_environment_is_a_clear_start_up_error(fresh_database, tmp_path):
+    import subprocess
+
+    from tests.conftest import CORRAL
+
+    data_dir, admin_key = tmp_path / "data", generate_key()
+    process, url, _ = start_server(data_dir, fresh_database, {"CORRAL_ADMIN_KEY": admin_key})
+    try:
+        auth = {"Authorization": f"Bearer {admin_key}"}
+        key_id = httpx.get(url + "/api/v1/whoami", headers=auth).json()["key_id"]
+        assert httpx.post(f"{url}/api/v1/keys/{key_id}/rotate", json={"grace_seconds": 0}, headers=auth).status_code == 201
+    finally:
+        stop_server(process)
+    env = {**os.environ, "CORRAL_ADMIN_KEY": admin_key, "CORRAL_DATABASE_URL": fresh_database,
+           "CORRAL_DATA_DIR": str(data_dir)}
+    result = subprocess.run([CORRAL, "serve"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "CORRAL_ADMIN_KEY holds a key that was revoked, rotated" in result.stderr

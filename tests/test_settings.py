@@ -60,3 +60,19 @@ def test_serve_with_a_bad_port_exits_non_zero_with_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert result.stderr.startswith("corral: CORRAL_PORT")
+
+
+def test_a_bad_database_url_does_not_echo_its_password(monkeypatch):
+    monkeypatch.setenv("CORRAL_DATABASE_URL", "mysql://corral:S3cretPass@db/corral")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert "S3cretPass" not in str(raised.value) and str(raised.value).startswith("CORRAL_DATABASE_URL")
+
+
+def test_db_upgrade_against_an_unreachable_database_is_one_line(tmp_path):
+    from tests.conftest import free_port
+
+    env = {**os.environ, "CORRAL_DATABASE_URL": f"postgresql+psycopg://corral:S3cretPass@127.0.0.1:{free_port()}/x"}
+    result = subprocess.run([CORRAL, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stderr.startswith("corral: cannot reach the database")
+    assert result.stderr.strip().count("\n") == 0 and "S3cretPass" not in result.stderr

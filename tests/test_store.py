@@ -71,3 +71,23 @@ def test_batched_events_all_arrive_with_their_times_in_utc(fresh_database):
     count, stored, dropped = asyncio.run(scenario())
     assert (count, dropped) == (1000, 0)
     assert stored == datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
+
+
+def test_an_event_with_nul_characters_is_stored_and_spoils_no_batch(fresh_database):
+    upgrade(fresh_database)
+
+    async def scenario():
+        database = Database(fresh_database)
+        recorder = EventRecorder(database, flush_interval=0.01)
+        recorder.start()
+        recorder.emit(Event(kind="test.nul", resource="/a\x00b", attributes={"k\x00": ["v\x00"]}))
+        recorder.emit(Event(kind="test.nul", resource="clean"))
+        await recorder.stop()
+        async with database.read() as connection:
+            rows = list(await connection.execute(
+                select(events.c.resource, events.c.attributes).where(events.c.kind == "test.nul").order_by(events.c.id)))
+        await database.close()
+        return rows
+
+    rows = asyncio.run(scenario())
+    assert [tuple(row) for row in rows] == [("/a\ufffdb", {"k\ufffd": ["v\ufffd"]}), ("clean", {})]

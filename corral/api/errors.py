@@ -61,4 +61,5 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         request_id = request.scope.get("corral.request_id", "")
         log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, request_id)
-        return rest_error(500, "internal", f"internal error; the server log has the details under request id {request_id}")
+        return rest_error(500, "internal", f"internal error; the server log has the details under request id {request_id}",
+                          headers={"x-corral-request-id": request_id})

@@ -1,5 +1,5 @@
 """ASGI middleware that every request passes: a request id on every response, and a bound on
-the size of request bodies (checked against Content-Length up front; a chunked body is read up
+no NUL characters in the URL, and the size of request bodies (checked against Content-Length up front; a chunked body is read up
 to the limit before the app sees it, so it cannot get around the bound)."""
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ class BodyLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if b"\x00" in scope.get("raw_path", b"") or b"%00" in scope.get("query_string", b"").lower() \
+                or b"%00" in scope.get("raw_path", b"").lower():
+            await rest_error(400, "invalid_request", "the URL contains a NUL character")(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):

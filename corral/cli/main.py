@@ -10,6 +10,7 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Optional
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
@@ -49,6 +50,11 @@ def parse_duration(text: str) -> timedelta:
     if not match:
         raise CliError(f"{text!r} is not a duration; use a number and a unit: 90m, 12h, 30d, 2w")
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def _segment(text: str) -> str:
+    """User input as one URL path segment."""
+    return quote(text, safe="@")
 
 
 def api() -> ApiClient:
@@ -120,8 +126,15 @@ def db_upgrade() -> None:
     """Apply database migrations (`serve` also does this at start)."""
     from corral.store.migrate import upgrade
 
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
     settings = load_settings()
-    upgrade(settings.resolved_database_url)
+    try:
+        upgrade(settings.resolved_database_url)
+    except OperationalError as error:
+        shown = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+        raise CliError(f"cannot reach the database at {shown}: {str(error.orig).strip().splitlines()[0]}") from None
     out.print(f"database is up to date ({settings.resolved_database_url.split('://')[0]})")
 
 
@@ -199,37 +212,37 @@ def user_grant(
     client = api()
     user: dict[str, Any] = {}
     for name in role or []:
-        user = client.call("POST", f"/users/{email}/roles", json={"role": name})
+        user = client.call("POST", f"/users/{_segment(email)}/roles", json={"role": name})
     for name in team or []:
-        user = client.call("POST", f"/users/{email}/teams", json={"team": name})
+        user = client.call("POST", f"/users/{_segment(email)}/teams", json={"team": name})
     out.print(f"{user['email']}: teams {_cell(user['teams'])}; roles {_cell(user['roles'])}")
 
 
 @user_app.command("revoke-role")
 def user_revoke_role(email: str, role: str) -> None:
     """Take a role away from a user."""
-    user = api().call("DELETE", f"/users/{email}/roles/{role}")
+    user = api().call("DELETE", f"/users/{_segment(email)}/roles/{_segment(role)}")
     out.print(f"{user['email']}: roles {_cell(user['roles'])}")
 
 
 @user_app.command("remove-team")
 def user_remove_team(email: str, team: str) -> None:
     """Take a user out of a team."""
-    user = api().call("DELETE", f"/users/{email}/teams/{team}")
+    user = api().call("DELETE", f"/users/{_segment(email)}/teams/{_segment(team)}")
     out.print(f"{user['email']}: teams {_cell(user['teams'])}")
 
 
 @user_app.command("disable")
 def user_disable(email: str) -> None:
     """Disable a user: their keys and tokens stop working at once."""
-    user = api().call("PATCH", f"/users/{email}", json={"disabled": True})
+    user = api().call("PATCH", f"/users/{_segment(email)}", json={"disabled": True})
     out.print(f"disabled {user['email']}")
 
 
 @user_app.command("enable")
 def user_enable(email: str) -> None:
     """Enable a disabled user again."""
-    user = api().call("PATCH", f"/users/{email}", json={"disabled": False})
+    user = api().call("PATCH", f"/users/{_segment(email)}", json={"disabled": False})
     out.print(f"enabled {user['email']}")
 
 

@@ -34,4 +34,16 @@ class Event:
     time: datetime = field(default_factory=utcnow)
 
     def row(self) -> dict[str, Any]:
-        return asdict(self)
+        """The event as a table row. NUL characters (which PostgreSQL refuses in text) become
+        U+FFFD, so no caller's odd input can stop an event from being written."""
+        return {name: _without_nul(value) for name, value in asdict(self).items()}
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nul(item) for item in value]
+    return value

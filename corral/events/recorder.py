@@ -88,14 +88,24 @@ class EventRecorder:
             if stopping:
                 return
 
+    async def _insert(self, batch: list[object]) -> None:
+        async with self._database.transaction() as connection:
+            await connection.execute(insert(events), [event.row() for event in batch])  # type: ignore[attr-defined]
+        self.written += len(batch)
+
     async def _write_or_drop(self, batch: list[object]) -> None:
+        """Write the batch; if it fails twice, write its events one by one, so that one event
+        the database refuses costs only itself."""
         for attempt in (1, 2):
             try:
-                async with self._database.transaction() as connection:
-                    await connection.execute(insert(events), [event.row() for event in batch])  # type: ignore[attr-defined]
-                self.written += len(batch)
+                await self._insert(batch)
                 return
             except Exception:  # the database may be briefly away; keep the loop alive
                 log.exception("could not write %d events (attempt %d)", len(batch), attempt)
-                await asyncio.sleep(1.0)
-        self.dropped += len(batch)
+                await asyncio.sleep(0.5)
+        for event in batch:
+            try:
+                await self._insert([event])
+            except Exception:
+                self.dropped += 1
+                log.exception("dropped an event of kind %s", getattr(event, "kind", "?"))

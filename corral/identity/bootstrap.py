@@ -33,6 +33,7 @@ def write_secret_file(path: Path, content: str) -> None:
 async def ensure_admin(database: Database, data_dir: Path, org_name: str, admin_key: str | None) -> str | None:
     """Make sure the bootstrap admin can log in; return a newly generated key, else None."""
     async with database.transaction() as connection:
+        await database.lock_for_startup(connection)
         org_id = await ensure_organisation(connection, org_name)
         await connection.execute(update(organisations).where(organisations.c.id == org_id).values(name=org_name))
         admin = (await connection.execute(select(users.c.id).where(users.c.email == ADMIN_EMAIL))).first()
@@ -41,11 +42,16 @@ async def ensure_admin(database: Database, data_dir: Path, org_name: str, admin_
         else:
             await grant_role(connection, None, ADMIN_EMAIL, "admin")
         active = list(await connection.execute(
-            select(api_keys.c.id, api_keys.c.key_hash, api_keys.c.revoked_at).where(api_keys.c.bootstrap.is_(True))))
+            select(api_keys.c.id, api_keys.c.key_hash, api_keys.c.revoked_at, api_keys.c.expires_at,
+                   api_keys.c.replaced_by).where(api_keys.c.bootstrap.is_(True))))
         if admin_key is not None:
             wanted = tokens.hash_key(admin_key)
-            if any(row.key_hash == wanted and row.revoked_at is not None for row in active):
-                raise ConfigError("CORRAL_ADMIN_KEY holds a key that was revoked; generate a new one with `corral keygen`")
+            now = utcnow()
+            if any(row.key_hash == wanted and (row.revoked_at is not None or row.replaced_by is not None
+                                               or (row.expires_at is not None and row.expires_at <= now))
+                   for row in active):
+                raise ConfigError("CORRAL_ADMIN_KEY holds a key that was revoked, rotated or has expired; "
+                                  "generate a new one with `corral keygen`")
             for row in active:
                 if row.key_hash != wanted and row.revoked_at is None:
                     await connection.execute(
@@ -56,7 +62,7 @@ async def ensure_admin(database: Database, data_dir: Path, org_name: str, admin_
                 await create_key(connection, None, ADMIN_EMAIL, name="bootstrap (CORRAL_ADMIN_KEY)",
                                  scopes=frozenset({"admin"}), plaintext=admin_key, bootstrap=True)
             return None
-        if any(row.revoked_at is None for row in active):
+        if any(row.revoked_at is None and (row.expires_at is None or row.expires_at > utcnow()) for row in active):
             return None
         plaintext, _ = await create_key(connection, None, ADMIN_EMAIL, name="bootstrap",
                                         scopes=frozenset({"admin"}), bootstrap=True)

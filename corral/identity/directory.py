@@ -20,7 +20,7 @@ from corral.identity.access import BUILTIN_ROLES, Principal, check_role
 from corral.store.tables import organisations, team_members, teams, user_roles, users
 
 _TEAM_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+_EMAIL = re.compile(r"^[^@\s/]{1,64}@[^@\s/]{1,255}$")
 # An event's kind says what happened ("admin.key.revoked"); its action, what was attempted.
 _PRESENT = {"created": "create", "revoked": "revoke", "rotated": "rotate", "granted": "grant",
             "role_granted": "grant_role", "role_revoked": "revoke_role", "team_added": "add_team",
@@ -197,7 +197,8 @@ async def create_user(
 ) -> User:
     email = normalise_email(email)
     role_names = sorted({check_role(role, known_roles) for role in roles})
-    team_ids = [await _team_id(connection, team) for team in dict.fromkeys(teams_)]
+    team_names = list(dict.fromkeys(check_team_name(team) for team in teams_))
+    team_ids = [await _team_id(connection, team) for team in team_names]
     if (await connection.execute(select(users.c.id).where(users.c.email == email))).first():
         raise Conflict(f"a user {email!r} already exists")
     org_id = await ensure_organisation(connection, "Corral")
@@ -211,8 +212,7 @@ async def create_user(
         await connection.execute(insert(team_members).values(team_id=team_id, user_id=user_id, added_at=now))
     for role in role_names:
         await connection.execute(insert(user_roles).values(user_id=user_id, role=role, granted_at=now))
-    await admin_event(connection, actor, "admin.user.created", f"user:{email}",
-                      teams=[check_team_name(t) for t in teams_], roles=role_names)
+    await admin_event(connection, actor, "admin.user.created", f"user:{email}", teams=team_names, roles=role_names)
     return await get_user(connection, email)
 
 

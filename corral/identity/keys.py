@@ -115,9 +115,11 @@ async def list_keys(
 
 async def revoke_key(connection: AsyncConnection, actor: Principal | None, key_id: int) -> KeyInfo:
     key = await get_key(connection, key_id)
-    if key.revoked_at is not None:
+    revoked = await connection.execute(
+        update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=utcnow()))
+    if revoked.rowcount == 0:  # someone else revoked it first
+        key = await get_key(connection, key_id)
         raise Conflict(f"key {key_id} ({key.prefix}) was already revoked at {key.revoked_at.isoformat()}")
-    await connection.execute(update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=utcnow()))
     await admin_event(connection, actor, "admin.key.revoked", f"key:{key_id}", user=key.user_email, prefix=key.prefix)
     return await get_key(connection, key_id)
 
@@ -139,8 +141,13 @@ async def rotate_key(
         connection, actor, old.user_email, name=old.name, scopes=frozenset(old.scopes), expires_at=old.expires_at
     )
     old_ends = now + grace if old.expires_at is None else min(old.expires_at, now + grace)
-    await connection.execute(
-        update(api_keys).where(api_keys.c.id == key_id).values(expires_at=old_ends, replaced_by=new.id))
+    # Conditional, so that of two concurrent rotations only one wins (the other rolls back).
+    replaced = await connection.execute(
+        update(api_keys)
+        .where(api_keys.c.id == key_id, api_keys.c.replaced_by.is_(None), api_keys.c.revoked_at.is_(None))
+        .values(expires_at=old_ends, replaced_by=new.id))
+    if replaced.rowcount == 0:
+        raise Conflict(f"key {key_id} was rotated or revoked at the same time; list the keys and try again")
     await admin_event(connection, actor, "admin.key.rotated", f"key:{key_id}", user=old.user_email,
                       replaced_by=new.id, old_key_expires_at=old_ends.isoformat())
     return plaintext, new

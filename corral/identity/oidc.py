@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from corral.errors import InvalidRequest, NotFound, Unauthenticated, Unavailable
 from corral.identity.access import SCOPES, Principal
+from corral.identity.bootstrap import ADMIN_EMAIL
 from corral.identity.directory import get_user, normalise_email
 from corral.store.tables import teams
 
@@ -63,8 +64,9 @@ class OidcVerifier:
 
     async def _refresh(self) -> None:
         async with self._lock:
-            if time.monotonic() - self._fetched_at < self.min_refresh_interval and self._keys:
+            if time.monotonic() - self._fetched_at < self.min_refresh_interval:
                 return
+            self._fetched_at = time.monotonic()  # failed fetches count too: an issuer outage is not amplified
             try:
                 async with httpx.AsyncClient(timeout=FETCH_TIMEOUT) as client:
                     if self._jwks_url is None:
@@ -74,17 +76,17 @@ class OidcVerifier:
                     document = response.json()
             except (httpx.HTTPError, ValueError, KeyError) as error:
                 raise Unavailable(f"cannot fetch the OIDC issuer's keys: {type(error).__name__}") from None
+            found = document.get("keys") if isinstance(document, dict) else None
             keys: dict[str, tuple[Any, str]] = {}
-            for jwk in document.get("keys", []):
-                if jwk.get("use", "sig") != "sig" or jwk.get("kty") == "oct":
+            for jwk in found if isinstance(found, list) else []:
+                if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig" or jwk.get("kty") == "oct":
                     continue
                 try:
                     algorithm = key_algorithm(jwk)
-                    keys[jwk.get("kid", "")] = (jwt.PyJWK(jwk, algorithm=algorithm).key, algorithm)
-                except (ValueError, PyJWKError):
-                    continue  # a key we cannot use verifies nothing
+                    keys[str(jwk.get("kid", ""))] = (jwt.PyJWK(jwk, algorithm=algorithm).key, algorithm)
+                except (ValueError, TypeError, PyJWKError, jwt.PyJWTError):
+                    continue  # a key we cannot use verifies nothing; the others still do
             self._keys = keys
-            self._fetched_at = time.monotonic()
 
     async def _key_for(self, kid: str) -> tuple[Any, str]:
         if kid not in self._keys:
@@ -121,11 +123,17 @@ async def principal_from_claims(
         user = await get_user(connection, normalise_email(email))
     except (NotFound, InvalidRequest):
         raise Unauthenticated(f"no Corral user for {email}; an administrator must create one") from None
+    if claims.get("email_verified") is False:
+        raise Unauthenticated(f"the issuer has not verified {email}")
+    if user.email == ADMIN_EMAIL:
+        raise Unauthenticated("the bootstrap administrator signs in with its key, not a token")
     if user.disabled:
         raise Unauthenticated(f"{user.email} is disabled")
     groups = claims.get(groups_claim) or []
     if isinstance(groups, str):
         groups = [groups]
+    if not isinstance(groups, list):
+        groups = []  # a claim of another shape names no teams
     wanted = {str(group).strip().lower() for group in groups}
     known = set()
     if wanted:

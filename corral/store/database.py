@@ -20,6 +20,7 @@ from corral.errors import ConfigError, Unavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 READY_TIMEOUT_S = 2.0
+STARTUP_LOCK_ID = 0x636F7273  # "cors"
 
 
 def sync_url(url: str) -> str:
@@ -96,6 +97,12 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         async with self._reader.connect() as connection:
             yield connection
+
+    async def lock_for_startup(self, connection: AsyncConnection) -> None:
+        """Serialise start-up work (the first admin, demo data) between replicas starting at
+        once; held until the transaction ends. SQLite's write lock already does this."""
+        if self.dialect == "postgresql":
+            await connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": STARTUP_LOCK_ID})
 
     async def ping(self) -> None:
         """Raise Unavailable unless the database answers within READY_TIMEOUT_S."""

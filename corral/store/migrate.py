@@ -1,8 +1,10 @@
-"""Schema migrations with Alembic, applied at start and by `corral db upgrade`. On PostgreSQL an
-advisory lock lets several replicas start at once without racing each other."""
+"""Schema migrations with Alembic, applied at start and by `corral db upgrade`. Several
+processes may start at once: on PostgreSQL an advisory lock serialises them, on SQLite a lock
+file beside the database does."""
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 from alembic import command
@@ -24,8 +26,18 @@ def alembic_config() -> Config:
 def upgrade(url: str) -> None:
     """Bring the database at `url` to the newest schema."""
     path = sqlite_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path is None:
+        _upgrade(url)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(path.with_name(path.name + ".migrate-lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _upgrade(url)
+    if path.exists():
+        path.chmod(0o600)
+
+
+def _upgrade(url: str) -> None:
     engine = create_engine(sync_url(url))
     try:
         with engine.connect() as connection:
@@ -44,5 +56,3 @@ def upgrade(url: str) -> None:
                     connection.commit()
     finally:
         engine.dispose()
-    if path is not None and path.exists():
-        path.chmod(0o600)

@@ -9,7 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from corral.api.auth import authenticate
-from corral.errors import Forbidden, InvalidRequest
+from corral.api.times import as_utc
+from corral.errors import Forbidden
 from corral.events.query import EventFilter, list_events
 from corral.identity.access import Principal
 from corral.identity.directory import normalise_email
@@ -27,13 +28,11 @@ async def get_events(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[int | None, Query(description="cursor: the `next` of the previous page")] = None,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="cursor: the `next` of the previous page")] = None,
 ) -> dict[str, Any]:
     """Events, newest first, with a cursor for the next page."""
     caller.require("read")
-    for value in (since, until):
-        if value is not None and value.tzinfo is None:
-            raise InvalidRequest("since and until need a time zone, e.g. 2026-11-26T00:00:00Z")
+    since, until = as_utc(since, "since"), as_utc(until, "until")
     if user is not None:
         user = normalise_email(user)
     if not caller.roles.intersection({"admin", "auditor"}):

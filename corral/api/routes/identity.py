@@ -7,22 +7,37 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from corral.api.auth import authenticate
-from corral.errors import Forbidden, InvalidRequest
+from corral.api.times import as_utc
+from corral.errors import Forbidden, NotFound
 from corral.identity import directory, keys
 from corral.identity.access import DEFAULT_KEY_SCOPES, Principal, parse_scopes
 from corral.identity.directory import Team, User
-from corral.identity.keys import KeyInfo
+from corral.identity.keys import MAX_GRACE, KeyInfo
 
 router = APIRouter(tags=["identity"])
 Caller = Annotated[Principal, Depends(authenticate)]
 
 
+MAX_ID = 2**31 - 1
+KeyId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
 class Strict(BaseModel):
+    """Request bodies: unknown fields and NUL characters are refused."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> "Strict":
+        for name, value in self:
+            texts = value if isinstance(value, list) else [value]
+            if any(isinstance(text, str) and "\x00" in text for text in texts):
+                raise ValueError(f"{name} contains a NUL character")
+        return self
 
 
 class TeamIn(Strict):
@@ -57,7 +72,8 @@ class KeyIn(Strict):
 
 
 class RotateIn(Strict):
-    grace_seconds: int = Field(3600, ge=0, description="how long the old key keeps working")
+    grace_seconds: int = Field(3600, ge=0, le=int(MAX_GRACE.total_seconds()),
+                               description="how long the old key keeps working (at most 30 days)")
 
 
 def _team(team: Team) -> dict[str, Any]:
@@ -104,7 +120,7 @@ async def create_team(request: Request, body: TeamIn, caller: Caller) -> dict[st
 
 @router.get("/teams")
 async def list_teams(request: Request, caller: Caller) -> dict[str, Any]:
-    caller.require("read")
+    caller.require("read", "admin", "auditor")
     async with _db(request).read() as connection:
         return {"teams": [_team(team) for team in await directory.list_teams(connection)]}
 
@@ -173,11 +189,10 @@ async def set_disabled(request: Request, email: str, body: DisabledIn, caller: C
 async def create_key(request: Request, body: KeyIn, caller: Caller) -> dict[str, Any]:
     """Create a key; the answer's `key` is the only time the plaintext is shown."""
     caller.require("admin", "admin")
-    if body.expires_at is not None and body.expires_at.tzinfo is None:
-        raise InvalidRequest("expires_at needs a time zone, e.g. 2027-01-31T00:00:00Z")
+    expires_at = as_utc(body.expires_at, "expires_at")
     async with _db(request).transaction() as connection:
         plaintext, key = await keys.create_key(connection, caller, body.user, name=body.name,
-                                               scopes=parse_scopes(body.scopes), expires_at=body.expires_at)
+                                               scopes=parse_scopes(body.scopes), expires_at=expires_at)
     return {"key": plaintext, **_key(key)}
 
 
@@ -197,14 +212,17 @@ async def list_keys(
 
 
 async def _own_or_admin(request: Request, caller: Principal, key_id: int) -> None:
+    """Owners and admins may act on a key; anyone else is told it does not exist (403 would
+    reveal which ids do)."""
+    caller.require("read")
     async with _db(request).read() as connection:
         key = await keys.get_key(connection, key_id)
-    if key.user_email != caller.email:
-        caller.require("admin", "admin")
+    if key.user_email != caller.email and not ("admin" in caller.roles and "admin" in caller.scopes):
+        raise NotFound(f"no key with id {key_id}; `corral admin key list` shows the keys")
 
 
 @router.post("/keys/{key_id}/revoke")
-async def revoke_key(request: Request, key_id: int, caller: Caller) -> dict[str, Any]:
+async def revoke_key(request: Request, key_id: KeyId, caller: Caller) -> dict[str, Any]:
     """Revoke a key at once. Anyone may revoke their own keys."""
     await _own_or_admin(request, caller, key_id)
     async with _db(request).transaction() as connection:
@@ -212,7 +230,7 @@ async def revoke_key(request: Request, key_id: int, caller: Caller) -> dict[str,
 
 
 @router.post("/keys/{key_id}/rotate", status_code=201)
-async def rotate_key(request: Request, key_id: int, caller: Caller, body: RotateIn | None = None) -> dict[str, Any]:
+async def rotate_key(request: Request, key_id: KeyId, caller: Caller, body: RotateIn | None = None) -> dict[str, Any]:
     """A new key replacing this one; the old key works for `grace_seconds` more."""
     caller.require("admin", "admin")
     grace = timedelta(seconds=(body or RotateIn()).grace_seconds)
