@@ -1,0 +1,1 @@
+"""Policy: the policy file, the decision engine, the approval chain, overrides."""

@@ -1,0 +1,157 @@
+"""Command lines as the simple commands they would run. A line is parsed with bashlex, never
+prefix-matched: chains, pipes, subshells, command and process substitution, `bash -c`/`eval`
+strings, wrappers (`sudo`, `env`, `timeout`, `xargs`, ...) and quoting tricks (`\\rm`, `r''m`)
+all yield the commands underneath. What cannot be known (a line that does not parse, a command
+name that is an expansion) is flagged `uncertain`, so the engine never allows it. Pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import bashlex
+import bashlex.errors
+
+MAX_DEPTH = 8  # nested `bash -c` / eval / substitutions before we stop trusting the parse
+SHELLS = {"sh", "bash", "zsh", "dash", "ksh"}
+# Wrappers that run the rest of their words as a command, with how to skip their own options.
+WRAPPERS = {"sudo", "doas", "env", "nice", "nohup", "timeout", "time", "command", "exec", "xargs", "stdbuf",
+            "ionice", "setsid", "chronic", "watch"}
+_WRAPPER_ARGS = {"timeout": 1, "sudo": 0, "nice": 0}  # positional arguments before the command
+_OPTIONS_WITH_VALUE = {"sudo": {"-u", "-g", "-C", "-h", "-p", "-U"}, "nice": {"-n"}, "timeout": {"-s", "-k"},
+                       "xargs": {"-n", "-I", "-L", "-P", "-d", "-E", "-s", "-a"}, "env": {"-u", "-C"},
+                       "ionice": {"-c", "-n", "-p"}, "watch": {"-n", "-d"}, "stdbuf": {"-i", "-o", "-e"}}
+
+
+@dataclass
+class ParsedLine:
+    commands: list[str] = field(default_factory=list)  # each simple command, words joined by one space
+    writes: list[str] = field(default_factory=list)  # files written by redirection
+    uncertain: list[str] = field(default_factory=list)  # why the line's effect cannot be known
+
+
+def parse_command_line(line: str) -> ParsedLine:
+    """The simple commands `line` would run, normalised (quotes removed, single spaces)."""
+    result = ParsedLine()
+    _parse_into(line, result, depth=0)
+    return result
+
+
+def _parse_into(line: str, result: ParsedLine, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        result.uncertain.append("nested too deeply")
+        return
+    if not line.strip():
+        return
+    try:
+        trees = bashlex.parse(line)
+    except (bashlex.errors.ParsingError, NotImplementedError, IndexError, AttributeError, TypeError) as error:
+        result.uncertain.append(f"cannot parse: {type(error).__name__}")
+        return
+    for tree in trees:
+        _visit(tree, result, depth)
+
+
+def _visit(node: object, result: ParsedLine, depth: int) -> None:
+    kind = getattr(node, "kind", "")
+    if kind == "command":
+        _command(node, result, depth)
+        return
+    for child in _children(node):
+        _visit(child, result, depth)
+
+
+def _children(node: object) -> list[object]:
+    children = list(getattr(node, "parts", None) or [])
+    for name in ("list", "command"):
+        value = getattr(node, name, None)
+        if isinstance(value, list):
+            children.extend(value)
+        elif value is not None and hasattr(value, "kind"):
+            children.append(value)
+    return children
+
+
+def _substitutions(node: object, result: ParsedLine, depth: int) -> bool:
+    """Visit command/process substitutions inside a word; True if it holds a parameter expansion."""
+    expands = False
+    for part in getattr(node, "parts", None) or []:
+        if part.kind in ("commandsubstitution", "processsubstitution"):
+            _visit(part.command, result, depth + 1)
+        elif part.kind in ("parameter", "tilde"):
+            expands = expands or part.kind == "parameter"
+        else:
+            expands = _substitutions(part, result, depth) or expands
+    return expands
+
+
+def _command(node: object, result: ParsedLine, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        result.uncertain.append("nested too deeply")
+        return
+    words: list[str] = []
+    name_expands = False
+    for part in node.parts:  # type: ignore[attr-defined]
+        if part.kind == "word":
+            expands = _substitutions(part, result, depth)
+            has_substitution = any(p.kind in ("commandsubstitution", "processsubstitution") for p in part.parts or [])
+            if not words and (expands or has_substitution):
+                name_expands = True
+            words.append(part.word)
+        elif part.kind == "redirect":
+            target = getattr(part, "output", None)
+            if hasattr(target, "word"):
+                _substitutions(target, result, depth)
+                if part.type in (">", ">>", ">|", "&>", ">&") and not target.word.isdigit():
+                    result.writes.append(target.word)
+        elif part.kind == "assignment":
+            _substitutions(part, result, depth)
+        else:
+            _visit(part, result, depth)
+    if name_expands:
+        result.uncertain.append(f"the command name {words[0]!r} is only known when it runs")
+    _simple(words, result, depth)
+
+
+def _simple(words: list[str], result: ParsedLine, depth: int) -> None:
+    if not words:
+        return
+    name = words[0].rsplit("/", 1)[-1]  # /bin/rm is rm
+    rest = words[1:]
+    if name in SHELLS and "-c" in rest:
+        script_at = rest.index("-c") + 1
+        if script_at < len(rest):
+            result.commands.append(" ".join([name, *rest]))
+            _parse_into(rest[script_at], result, depth + 1)
+        return
+    if name == "eval":
+        result.commands.append(" ".join(words))
+        _parse_into(" ".join(rest), result, depth + 1)
+        return
+    if name in WRAPPERS:
+        result.commands.append(" ".join([name, *rest]))
+        _simple(_unwrap(name, rest), result, depth + 1)
+        return
+    leftover = next((word for word in words if "'" in word or '"' in word), None)
+    if leftover is not None:  # bashlex left quoting it could not undo (e.g. '"'"' chains)
+        result.uncertain.append(f"quoting that cannot be followed in {leftover[:40]!r}")
+    result.commands.append(" ".join([name, *rest]))
+
+
+def _unwrap(wrapper: str, words: list[str]) -> list[str]:
+    """The command a wrapper runs: skip its options, their values and its own arguments."""
+    with_value = _OPTIONS_WITH_VALUE.get(wrapper, set())
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word == "--":
+            index += 1
+            break
+        if word.startswith("-"):
+            index += 2 if word in with_value else 1
+            continue
+        if wrapper == "env" and "=" in word:
+            index += 1
+            continue
+        break
+    return words[index + _WRAPPER_ARGS.get(wrapper, 0):]
