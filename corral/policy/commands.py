@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import bashlex
-import bashlex.errors
 
 MAX_DEPTH = 8  # nested `bash -c` / eval / substitutions before we stop trusting the parse
 SHELLS = {"sh", "bash", "zsh", "dash", "ksh"}
@@ -45,7 +44,7 @@ def _parse_into(line: str, result: ParsedLine, depth: int) -> None:
         return
     try:
         trees = bashlex.parse(line)
-    except (bashlex.errors.ParsingError, NotImplementedError, IndexError, AttributeError, TypeError) as error:
+    except Exception as error:  # any parser failure, including constructs bashlex lacks: fail closed
         result.uncertain.append(f"cannot parse: {type(error).__name__}")
         return
     for tree in trees:

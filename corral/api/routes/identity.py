@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from corral.api.auth import authenticate
 from corral.api.times import as_utc
 from corral.errors import Forbidden, NotFound
+from corral.events.model import utcnow
 from corral.identity import directory, keys
 from corral.identity.access import DEFAULT_KEY_SCOPES, Principal, parse_scopes
 from corral.identity.directory import Team, User
@@ -86,14 +87,15 @@ def _user(user: User) -> dict[str, Any]:
             "disabled": user.disabled, "created_at": user.created_at.isoformat()}
 
 
-def _key(key: KeyInfo, now: datetime | None = None) -> dict[str, Any]:
-    from corral.events.model import utcnow
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
 
-    iso = lambda value: value.isoformat() if value else None  # noqa: E731
+
+def _key(key: KeyInfo, now: datetime | None = None) -> dict[str, Any]:
     return {"id": key.id, "user": key.user_email, "name": key.name, "prefix": key.prefix,
             "scopes": list(key.scopes), "status": key.status(now or utcnow()),
-            "created_at": iso(key.created_at), "expires_at": iso(key.expires_at),
-            "revoked_at": iso(key.revoked_at), "last_used_at": iso(key.last_used_at),
+            "created_at": _iso(key.created_at), "expires_at": _iso(key.expires_at),
+            "revoked_at": _iso(key.revoked_at), "last_used_at": _iso(key.last_used_at),
             "replaced_by": key.replaced_by}
 
 
