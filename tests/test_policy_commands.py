@@ -78,14 +78,40 @@ def test_nesting_has_a_bound():
     assert "nested too deeply" in parse_command_line(line).uncertain
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: bashlex keeps '\"'\"' quote chains in -c scripts; "
-                   "the engine must treat such lines as uncertain (issue 3, in progress)")
-def test_quoting_the_parser_cannot_undo_is_uncertain():
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 5])
+def test_nested_shell_scripts_quoted_any_way_are_unwrapped(depth):
     import shlex
 
-    line = "rm -rf /"
-    for _ in range(3):
-        line = f"bash -c {shlex.quote(line)}"
+    single = double = "rm -rf /"
+    for _ in range(depth):
+        single = f"bash -c {shlex.quote(single)}"  # '"'"' chains
+        double = 'sh -c "' + double.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    for line in (single, double):
+        parsed = parse_command_line(line)
+        assert parsed.commands[-1] == "rm -rf /", line
+        assert parsed.uncertain == [], line
+
+
+@pytest.mark.parametrize("line, command", [
+    ("bash -c 'a '\"'\"'b'", "bash -c a 'b"),
+    ('echo "a\\"b"', 'echo a"b'),
+    ('echo "a\\nb"', "echo a\\nb"),
+    ("echo a\\ b", "echo a b"),
+    ("echo '$HOME'", "echo $HOME"),
+])
+def test_quote_removal_follows_posix(line, command):
+    assert command in parse_command_line(line).commands
+
+
+@pytest.mark.parametrize("line", [
+    "$'\\x72m' -rf /",
+    "{rm,-rf,/}",
+    "rm -{r,f} /",
+    "/bin/r? -rf /",
+    "/bin/r[m] -rf /",
+])
+def test_shell_expansions_of_the_command_are_uncertain(line):
     assert parse_command_line(line).uncertain
 
 

@@ -7,6 +7,7 @@ name that is an expansion) is flagged `uncertain`, so the engine never allows it
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import bashlex
@@ -48,16 +49,16 @@ def _parse_into(line: str, result: ParsedLine, depth: int) -> None:
         result.uncertain.append(f"cannot parse: {type(error).__name__}")
         return
     for tree in trees:
-        _visit(tree, result, depth)
+        _visit(tree, line, result, depth)
 
 
-def _visit(node: object, result: ParsedLine, depth: int) -> None:
+def _visit(node: object, source: str, result: ParsedLine, depth: int) -> None:
     kind = getattr(node, "kind", "")
     if kind == "command":
-        _command(node, result, depth)
+        _command(node, source, result, depth)
         return
     for child in _children(node):
-        _visit(child, result, depth)
+        _visit(child, source, result, depth)
 
 
 def _children(node: object) -> list[object]:
@@ -71,20 +72,79 @@ def _children(node: object) -> list[object]:
     return children
 
 
-def _substitutions(node: object, result: ParsedLine, depth: int) -> bool:
+def _substitutions(node: object, source: str, result: ParsedLine, depth: int) -> bool:
     """Visit command/process substitutions inside a word; True if it holds a parameter expansion."""
     expands = False
     for part in getattr(node, "parts", None) or []:
         if part.kind in ("commandsubstitution", "processsubstitution"):
-            _visit(part.command, result, depth + 1)
+            _visit(part.command, source, result, depth + 1)
         elif part.kind in ("parameter", "tilde"):
             expands = expands or part.kind == "parameter"
         else:
-            expands = _substitutions(part, result, depth) or expands
+            expands = _substitutions(part, source, result, depth) or expands
     return expands
 
 
-def _command(node: object, result: ParsedLine, depth: int) -> None:
+# Unquoted brace expansion ({rm,-rf,/} runs rm -rf /) and globs in a command name are only
+# known when the shell expands them.
+_BRACES = re.compile(r"\{[^{}]*(,|\.\.)[^{}]*\}")
+_GLOB = re.compile(r"[*?\[]")
+
+
+def _quote_removal(raw: str) -> tuple[str, str, bool] | None:
+    """POSIX quote removal of one word: (value, its unquoted characters, whether it expands
+    `$`/backticks), or None if a quote is left open."""
+    value: list[str] = []
+    unquoted: list[str] = []
+    expands = False
+    index, quote = 0, ""
+    while index < len(raw):
+        char = raw[index]
+        if quote == "'":
+            if char == "'":
+                quote = ""
+            else:
+                value.append(char)
+        elif char == "\\" and index + 1 < len(raw):
+            following = raw[index + 1]
+            if quote == '"' and following not in '$`"\\\n':
+                value.append(char)  # inside double quotes, other backslashes are literal
+            else:
+                if following != "\n":  # backslash-newline joins lines
+                    value.append(following)
+                index += 1
+        elif char == quote:  # the closing double quote
+            quote = ""
+        elif char in "'\"" and not quote:
+            quote = char
+        else:
+            expands = expands or char in "$`"
+            value.append(char)
+            if not quote:
+                unquoted.append(char)
+        index += 1
+    return None if quote else ("".join(value), "".join(unquoted), expands)
+
+
+def _word(node: object, source: str, result: ParsedLine, is_name: bool) -> str:
+    """A word after quote removal, done on its source text: bashlex's own removal goes wrong on
+    adjacent quoted pieces ('a '"'"'b'), which would let nested `bash -c` scripts hide words."""
+    raw = source[node.pos[0]:node.pos[1]]  # type: ignore[attr-defined]
+    removed = _quote_removal(raw)
+    if removed is None:
+        result.uncertain.append(f"quoting that cannot be followed in {raw[:40]!r}")
+        return node.word  # type: ignore[attr-defined]
+    value, unquoted, expands = removed
+    if expands:  # parameter or command substitution: visited elsewhere; keep the text as written
+        if re.search(r"\$['\"]", raw):
+            result.uncertain.append(f"ANSI-C or locale quoting in {raw[:40]!r}")
+        return node.word  # type: ignore[attr-defined]
+    if _BRACES.search(unquoted) or (is_name and _GLOB.search(unquoted)):
+        result.uncertain.append(f"{raw[:40]!r} is only known when the shell expands it")
+    return value
+
+
+def _command(node: object, source: str, result: ParsedLine, depth: int) -> None:
     if depth > MAX_DEPTH:
         result.uncertain.append("nested too deeply")
         return
@@ -92,21 +152,21 @@ def _command(node: object, result: ParsedLine, depth: int) -> None:
     name_expands = False
     for part in node.parts:  # type: ignore[attr-defined]
         if part.kind == "word":
-            expands = _substitutions(part, result, depth)
+            expands = _substitutions(part, source, result, depth)
             has_substitution = any(p.kind in ("commandsubstitution", "processsubstitution") for p in part.parts or [])
             if not words and (expands or has_substitution):
                 name_expands = True
-            words.append(part.word)
+            words.append(_word(part, source, result, is_name=not words))
         elif part.kind == "redirect":
             target = getattr(part, "output", None)
             if hasattr(target, "word"):
-                _substitutions(target, result, depth)
+                _substitutions(target, source, result, depth)
                 if part.type in (">", ">>", ">|", "&>", ">&") and not target.word.isdigit():
-                    result.writes.append(target.word)
+                    result.writes.append(_word(target, source, result, is_name=False))
         elif part.kind == "assignment":
-            _substitutions(part, result, depth)
+            _substitutions(part, source, result, depth)
         else:
-            _visit(part, result, depth)
+            _visit(part, source, result, depth)
     if name_expands:
         result.uncertain.append(f"the command name {words[0]!r} is only known when it runs")
     _simple(words, result, depth)
@@ -131,9 +191,6 @@ def _simple(words: list[str], result: ParsedLine, depth: int) -> None:
         result.commands.append(" ".join([name, *rest]))
         _simple(_unwrap(name, rest), result, depth + 1)
         return
-    leftover = next((word for word in words if "'" in word or '"' in word), None)
-    if leftover is not None:  # bashlex left quoting it could not undo (e.g. '"'"' chains)
-        result.uncertain.append(f"quoting that cannot be followed in {leftover[:40]!r}")
     result.commands.append(" ".join([name, *rest]))
 
 
