@@ -149,3 +149,55 @@ events = Table(
     Index(None, "team", "time"),
     Index(None, "task_id"),
 )
+
+# Policy versions: every proposal is a numbered version; exactly one is `active`. The document
+# is kept as its author wrote it (comments and all), so diffs read like the file.
+policy_versions = Table(
+    "policy_versions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("document", Text, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # proposed, active, retired, rejected
+    Column("message", Text, nullable=False, default=""),
+    Column("author_email", String(320), nullable=False),
+    Column("base_version", Integer, nullable=True),  # the active version it was proposed against
+    Column("rollback_of", Integer, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("activated_at", UTCDateTime, nullable=True),
+    Column("activated_by", String(320), nullable=True),
+    Column("emergency", Boolean, nullable=False, default=False),
+    Column("closed_at", UTCDateTime, nullable=True),  # retired or rejected
+    Index("uq_policy_versions_one_active", "status", unique=True,
+          sqlite_where=Column("status") == "active", postgresql_where=Column("status") == "active"),
+)
+
+policy_approvals = Table(
+    "policy_approvals",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version_id", Integer, ForeignKey("policy_versions.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("verdict", String(16), nullable=False),  # approve, reject, review (after an emergency)
+    Column("comment", Text, nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "version_id", "user_id", unique=True),  # one verdict per person per version
+)
+
+overrides = Table(
+    "overrides",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("target", String(320), nullable=False),
+    Column("params", JSON, nullable=False, default=dict),
+    Column("reason", Text, nullable=False),
+    Column("created_by", String(320), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("removed_at", UTCDateTime, nullable=True),
+    Column("removed_by", String(320), nullable=True),
+    Column("expiry_recorded", Boolean, nullable=False, default=False),
+    Index(None, "expires_at"),
+)
