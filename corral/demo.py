@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from corral.identity.directory import create_team, create_user
+from corral.policy.versions import active_version
 from corral.store.database import Database
 from corral.store.tables import teams
 
@@ -13,6 +14,7 @@ DEMO_TEAMS = {
     "platform": "Builds and runs the developer platform",
     "payments": "Owns the payments services",
     "contractors": "External contractors",
+    "security": "Reviews provider and access changes",
 }
 DEMO_USERS = [
     ("alice@example.com", "Alice Developer", ("platform",), ("developer",)),
@@ -20,6 +22,9 @@ DEMO_USERS = [
     ("priya@example.com", "Priya Payments", ("payments",), ("developer",)),
     ("carol@example.com", "Carol Contractor", ("contractors",), ("contractor",)),
     ("dana@example.com", "Dana Auditor", (), ("auditor",)),
+    ("erin@example.com", "Erin Approver", ("platform",), ("developer", "approver")),
+    ("sam@example.com", "Sam Security", ("security",), ("approver",)),
+    ("omar@example.com", "Omar On-call", ("platform",), ("developer", "sre")),
 ]
 
 
@@ -31,6 +36,7 @@ async def seed_demo(database: Database) -> bool:
             return False
         for name, description in DEMO_TEAMS.items():
             await create_team(connection, None, name, description)
+        known_roles = (await active_version(connection)).policy.roles  # the demo policy adds `sre`
         for email, full_name, team_names, roles in DEMO_USERS:
-            await create_user(connection, None, email, full_name, team_names, roles)
+            await create_user(connection, None, email, full_name, team_names, roles, known_roles)
     return True

@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     oidc_jwks_min_refresh_seconds: float = Field(30.0, ge=0)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     org_name: str = "Corral"
+    policy: Path | None = None  # the policy file installed at first start
 
     @field_validator("database_url")
     @classmethod

@@ -7,9 +7,13 @@ starts; `create_app()` builds the app that serves it."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+from importlib.resources import files
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -17,12 +21,21 @@ from corral.api.errors import install_error_handlers
 from corral.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from corral.api.routes import events as events_routes
 from corral.api.routes import health, identity
+from corral.api.routes import policy as policy_routes
 from corral.events.recorder import EventRecorder
 from corral.identity.bootstrap import ensure_admin
 from corral.identity.oidc import OidcVerifier
+from corral.errors import ConfigError
+from corral.policy import versions
+from corral.policy.active import PolicyState
+from corral.policy.overrides import record_expiries
+from corral.policy.schema import PolicyError
 from corral.settings import Settings
 from corral.store.database import Database
 from corral.store.migrate import upgrade
+
+log = logging.getLogger("corral")
+SWEEP_SECONDS = 5.0
 
 
 @dataclass
@@ -31,6 +44,7 @@ class Corral:
     database: Database
     recorder: EventRecorder
     oidc: OidcVerifier | None
+    policy: PolicyState
 
 
 async def _prepare(settings: Settings, demo: bool) -> str | None:
@@ -39,6 +53,7 @@ async def _prepare(settings: Settings, demo: bool) -> str | None:
     try:
         admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
         new_key = await ensure_admin(database, settings.data_dir, settings.org_name, admin_key)
+        await install_first_policy(database, settings.policy, demo)
         if demo:
             from corral.demo import seed_demo
 
@@ -48,9 +63,46 @@ async def _prepare(settings: Settings, demo: bool) -> str | None:
         await database.close()
 
 
+async def install_first_policy(database: Database, path: Path | None, demo: bool) -> None:
+    """At first start the policy comes from CORRAL_POLICY, else the demo's, else the starter
+    policy (deny by default; admins approve changes)."""
+    if path is not None:
+        try:
+            document, source = path.read_text(encoding="utf-8"), str(path)
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"CORRAL_POLICY: cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+    else:
+        name = "demo.yaml" if demo else "starter.yaml"
+        document, source = (files("corral.policy") / name).read_text(encoding="utf-8"), f"corral/policy/{name}"
+    async with database.transaction() as connection:
+        await database.lock_for_startup(connection)
+        try:
+            installed = await versions.install_first(connection, document, source)
+        except PolicyError as error:
+            raise ConfigError("CORRAL_POLICY is not a valid policy:\n" + "\n".join(error.lines())) from None
+        if installed is None and path is not None:
+            active = await versions.active_version(connection)
+            if active is not None and active.document != document:
+                log.warning("CORRAL_POLICY is only read at first start; v%s is active. Change it with "
+                            "`corral policy propose %s -m WHY`.", active.id, path)
+
+
 def prepare(settings: Settings, demo: bool = False) -> str | None:
     """Migrate the database and make sure an admin exists; return a newly made admin key."""
     return asyncio.run(_prepare(settings, demo))
+
+
+async def _sweep_overrides(database: Database, policy: PolicyState) -> None:
+    """Record each override's expiry as it happens (decisions already ignore expired ones)."""
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        try:
+            async with asyncio.timeout(30), database.transaction() as connection:
+                expired = await record_expiries(connection)
+            if expired:
+                policy.invalidate()
+        except Exception:  # a failed sweep is retried next time; it must never stop the server
+            log.exception("recording override expiries failed")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -62,11 +114,15 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.oidc_issuer and settings.oidc_audience:
             oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url,
                                 settings.oidc_jwks_min_refresh_seconds)
-        app.state.corral = Corral(settings=settings, database=database, recorder=recorder, oidc=oidc)
+        app.state.corral = Corral(settings=settings, database=database, recorder=recorder, oidc=oidc,
+                                  policy=PolicyState(database))
         recorder.start()
+        sweeper = asyncio.create_task(_sweep_overrides(database, app.state.corral.policy))
         try:
             yield
         finally:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
             await recorder.stop()
             await database.close()
 
@@ -80,6 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(identity.router, prefix="/api/v1")
     app.include_router(events_routes.router, prefix="/api/v1")
+    app.include_router(policy_routes.router, prefix="/api/v1")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

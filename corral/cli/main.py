@@ -3,22 +3,19 @@ through its REST API (CORRAL_URL, CORRAL_KEY). Listings print a table, or JSON w
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Annotated, Any, Optional
-from urllib.parse import quote
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from corral.cli.client import ApiClient, CliError
+from corral.cli.policy import override_app, policy_app
+from corral.cli.common import DURATION, JsonFlag, cell, segment, api, err, out, parse_duration, print_json, print_table
 from corral.errors import ConfigError
-from corral.settings import load_client_settings, load_settings
+from corral.settings import load_settings
 
 app = typer.Typer(help="Corral: the control plane for AI coding agents.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -34,60 +31,8 @@ admin_app.add_typer(team_app, name="team")
 admin_app.add_typer(user_app, name="user")
 admin_app.add_typer(key_app, name="key")
 app.add_typer(events_app, name="events")
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_duration(text: str) -> timedelta:
-    """`90m`, `12h`, `30d`, `2w` -> timedelta."""
-    match = _DURATION.match(text.strip().lower())
-    if not match:
-        raise CliError(f"{text!r} is not a duration; use a number and a unit: 90m, 12h, 30d, 2w")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-
-
-def _segment(text: str) -> str:
-    """User input as one URL path segment."""
-    return quote(text, safe="@")
-
-
-def api() -> ApiClient:
-    return ApiClient(load_client_settings())
-
-
-def print_json(value: Any) -> None:
-    out.print_json(json.dumps(value), highlight=False)
-
-
-def print_table(rows: list[dict[str, Any]], columns: list[str], empty: str) -> None:
-    if not rows:
-        err.print(empty)
-        return
-    table = Table(box=None, header_style="bold")
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*(_cell(row.get(column)) for column in columns))
-    out.print(table)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(str(item) for item in value) or "-"
-    if isinstance(value, dict):
-        return json.dumps(value, separators=(",", ":")) if value else "-"
-    if isinstance(value, str) and _ISO_TIME.match(value):
-        return value[:19].replace("T", " ")  # listings show UTC to the second
-    return str(value)
-
+app.add_typer(policy_app, name="policy")
+app.add_typer(override_app, name="override")
 
 # ---- server -------------------------------------------------------------------------------
 
@@ -157,9 +102,9 @@ def whoami(as_json: JsonFlag = False) -> None:
         print_json(me)
         return
     out.print(f"{me['email']} ({me['organisation']})")
-    out.print(f"  teams:  {_cell(me['teams'])}")
-    out.print(f"  roles:  {_cell(me['roles'])}")
-    out.print(f"  scopes: {_cell(me['scopes'])}  (via {me['via']}{', key ' + str(me['key_id']) if me['key_id'] else ''})")
+    out.print(f"  teams:  {cell(me['teams'])}")
+    out.print(f"  roles:  {cell(me['roles'])}")
+    out.print(f"  scopes: {cell(me['scopes'])}  (via {me['via']}{', key ' + str(me['key_id']) if me['key_id'] else ''})")
 
 
 @team_app.command("create")
@@ -189,7 +134,7 @@ def user_create(
     user = api().call("POST", "/users", json={"email": email, "name": name, "teams": team or [],
                                                "roles": role or ["developer"]})
     print_json(user) if as_json else out.print(
-        f"created user {user['email']} (teams: {_cell(user['teams'])}; roles: {_cell(user['roles'])})")
+        f"created user {user['email']} (teams: {cell(user['teams'])}; roles: {cell(user['roles'])})")
 
 
 @user_app.command("list")
@@ -212,37 +157,37 @@ def user_grant(
     client = api()
     user: dict[str, Any] = {}
     for name in role or []:
-        user = client.call("POST", f"/users/{_segment(email)}/roles", json={"role": name})
+        user = client.call("POST", f"/users/{segment(email)}/roles", json={"role": name})
     for name in team or []:
-        user = client.call("POST", f"/users/{_segment(email)}/teams", json={"team": name})
-    out.print(f"{user['email']}: teams {_cell(user['teams'])}; roles {_cell(user['roles'])}")
+        user = client.call("POST", f"/users/{segment(email)}/teams", json={"team": name})
+    out.print(f"{user['email']}: teams {cell(user['teams'])}; roles {cell(user['roles'])}")
 
 
 @user_app.command("revoke-role")
 def user_revoke_role(email: str, role: str) -> None:
     """Take a role away from a user."""
-    user = api().call("DELETE", f"/users/{_segment(email)}/roles/{_segment(role)}")
-    out.print(f"{user['email']}: roles {_cell(user['roles'])}")
+    user = api().call("DELETE", f"/users/{segment(email)}/roles/{segment(role)}")
+    out.print(f"{user['email']}: roles {cell(user['roles'])}")
 
 
 @user_app.command("remove-team")
 def user_remove_team(email: str, team: str) -> None:
     """Take a user out of a team."""
-    user = api().call("DELETE", f"/users/{_segment(email)}/teams/{_segment(team)}")
-    out.print(f"{user['email']}: teams {_cell(user['teams'])}")
+    user = api().call("DELETE", f"/users/{segment(email)}/teams/{segment(team)}")
+    out.print(f"{user['email']}: teams {cell(user['teams'])}")
 
 
 @user_app.command("disable")
 def user_disable(email: str) -> None:
     """Disable a user: their keys and tokens stop working at once."""
-    user = api().call("PATCH", f"/users/{_segment(email)}", json={"disabled": True})
+    user = api().call("PATCH", f"/users/{segment(email)}", json={"disabled": True})
     out.print(f"disabled {user['email']}")
 
 
 @user_app.command("enable")
 def user_enable(email: str) -> None:
     """Enable a disabled user again."""
-    user = api().call("PATCH", f"/users/{_segment(email)}", json={"disabled": False})
+    user = api().call("PATCH", f"/users/{segment(email)}", json={"disabled": False})
     out.print(f"enabled {user['email']}")
 
 
@@ -271,7 +216,7 @@ def key_create(
     elif quiet:
         print(created["key"])
     else:
-        out.print(f"created key {created['id']} for {created['user']} (scopes: {_cell(created['scopes'])}; "
+        out.print(f"created key {created['id']} for {created['user']} (scopes: {cell(created['scopes'])}; "
                   f"expires: {created['expires_at'] or 'never'}). It is shown only this once:")
         print(created["key"])
 
@@ -356,7 +301,7 @@ def events_list(
 def _when(text: str | None) -> str | None:
     if text is None:
         return None
-    if _DURATION.match(text.strip().lower()):
+    if DURATION.match(text.strip().lower()):
         return (datetime.now(timezone.utc) - parse_duration(text)).isoformat()
     try:
         moment = datetime.fromisoformat(text)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from corral.errors import Forbidden, InvalidRequest
 
 BUILTIN_ROLES = ("admin", "approver", "auditor", "developer", "contractor")
-SCOPES = ("admin", "gateway", "ingest", "read")
+SCOPES = ("admin", "gateway", "ingest", "read", "policy")
 DEFAULT_KEY_SCOPES = frozenset({"gateway", "ingest", "read"})
 
 

@@ -8,9 +8,10 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
 from corral.api.auth import authenticate
+from corral.api.bodies import Strict
 from corral.api.times import as_utc
 from corral.errors import Forbidden, NotFound
 from corral.events.model import utcnow
@@ -25,20 +26,6 @@ Caller = Annotated[Principal, Depends(authenticate)]
 
 MAX_ID = 2**31 - 1
 KeyId = Annotated[int, Path(ge=1, le=MAX_ID)]
-
-
-class Strict(BaseModel):
-    """Request bodies: unknown fields and NUL characters are refused."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="after")
-    def _no_nul(self) -> "Strict":
-        for name, value in self:
-            texts = value if isinstance(value, list) else [value]
-            if any(isinstance(text, str) and "\x00" in text for text in texts):
-                raise ValueError(f"{name} contains a NUL character")
-        return self
 
 
 class TeamIn(Strict):
@@ -103,6 +90,11 @@ def _db(request: Request):  # noqa: ANN202 - the Database of this app
     return request.app.state.corral.database
 
 
+async def _known_roles(request: Request) -> tuple[str, ...]:
+    """The built-in roles and those the active policy declares (e.g. `sre`)."""
+    return (await request.app.state.corral.policy.current()).compiled.policy.roles
+
+
 @router.get("/whoami")
 async def whoami(request: Request, caller: Caller) -> dict[str, Any]:
     """The caller: user, teams, roles, and the credential's scopes."""
@@ -130,9 +122,10 @@ async def list_teams(request: Request, caller: Caller) -> dict[str, Any]:
 @router.post("/users", status_code=201)
 async def create_user(request: Request, body: UserIn, caller: Caller) -> dict[str, Any]:
     caller.require("admin", "admin")
+    known_roles = await _known_roles(request)
     async with _db(request).transaction() as connection:
         user = await directory.create_user(connection, caller, body.email, body.name, tuple(body.teams),
-                                           tuple(body.roles))
+                                           tuple(body.roles), known_roles)
     return _user(user)
 
 
@@ -155,8 +148,9 @@ async def get_user(request: Request, email: str, caller: Caller) -> dict[str, An
 @router.post("/users/{email}/roles")
 async def grant_role(request: Request, email: str, body: RoleIn, caller: Caller) -> dict[str, Any]:
     caller.require("admin", "admin")
+    known_roles = await _known_roles(request)
     async with _db(request).transaction() as connection:
-        return _user(await directory.grant_role(connection, caller, email, body.role))
+        return _user(await directory.grant_role(connection, caller, email, body.role, known_roles))
 
 
 @router.delete("/users/{email}/roles/{role}")
