@@ -22,7 +22,7 @@ DEMO_USERS = [
     ("priya@example.com", "Priya Payments", ("payments",), ("developer",)),
     ("carol@example.com", "Carol Contractor", ("contractors",), ("contractor",)),
     ("dana@example.com", "Dana Auditor", (), ("auditor",)),
-    ("erin@example.com", "Erin Approver", ("platform",), ("developer", "approver")),
+    ("evan@example.com", "Evan Approver", ("platform",), ("developer", "approver")),
     ("sam@example.com", "Sam Security", ("security",), ("approver",)),
     ("omar@example.com", "Omar On-call", ("platform",), ("developer", "sre")),
 ]

@@ -132,8 +132,8 @@ def test_the_approval_chain_from_proposal_to_activation(org):
 
     own = org.call("bob", "POST", f"/policy/versions/{version}/approve")
     assert own.status_code == 403 and "author" in own.json()["error"]["message"]
-    assert org.call("erin", "POST", f"/policy/versions/{version}/approve").status_code == 200
-    again = org.call("erin", "POST", f"/policy/versions/{version}/approve")
+    assert org.call("evan", "POST", f"/policy/versions/{version}/approve").status_code == 200
+    again = org.call("evan", "POST", f"/policy/versions/{version}/approve")
     assert again.status_code == 409 and "distinct" in again.json()["error"]["message"]
     early = org.call("bob", "POST", f"/policy/versions/{version}/activate")
     assert early.status_code == 409
@@ -146,7 +146,7 @@ def test_the_approval_chain_from_proposal_to_activation(org):
 
     kinds = {(e["kind"], e["user_email"]) for e in org.call("admin", "GET", "/events", params={
         "kind": "policy.*", "limit": 50}).json()["events"] if e["resource"] == f"policy:v{version}"}
-    assert kinds == {("policy.proposed", "bob@example.com"), ("policy.approved", "erin@example.com"),
+    assert kinds == {("policy.proposed", "bob@example.com"), ("policy.approved", "evan@example.com"),
                      ("policy.approved", "sam@example.com"), ("policy.activated", "bob@example.com")}
     history = org.call("admin", "GET", "/policy/versions").json()["versions"]
     assert [v["status"] for v in history if v["version"] in (before, version)] == ["active", "retired"]
@@ -155,7 +155,7 @@ def test_the_approval_chain_from_proposal_to_activation(org):
 def test_a_change_to_a_guarded_section_needs_that_sections_approvers(org):
     document = edited(active(org)["document"], 'demo:   {kind: mock}', 'demo:   {kind: mock, timeout_s: 5}')
     version = org.propose("bob", document).json()["version"]
-    for approver in ("erin", "sam"):
+    for approver in ("evan", "sam"):
         assert org.call(approver, "POST", f"/policy/versions/{version}/approve").status_code == 200
     refused = org.call("bob", "POST", f"/policy/versions/{version}/activate")
     assert refused.status_code == 409
@@ -168,13 +168,13 @@ def test_a_change_to_a_guarded_section_needs_that_sections_approvers(org):
 def test_a_proposal_made_against_an_older_version_cannot_be_activated(org):
     base = active(org)["document"]
     first = org.propose("bob", edited(base, "rpm: 60", "rpm: 59")).json()["version"]
-    second = org.propose("erin", edited(base, "rpm: 60", "rpm: 58")).json()["version"]
-    for approver in ("erin", "sam"):
+    second = org.propose("evan", edited(base, "rpm: 60", "rpm: 58")).json()["version"]
+    for approver in ("evan", "sam"):
         org.call(approver, "POST", f"/policy/versions/{first}/approve")
     for approver in ("bob", "sam"):
         org.call(approver, "POST", f"/policy/versions/{second}/approve")
     assert org.call("bob", "POST", f"/policy/versions/{first}/activate").status_code == 200
-    stale = org.call("erin", "POST", f"/policy/versions/{second}/activate")
+    stale = org.call("evan", "POST", f"/policy/versions/{second}/activate")
     assert stale.status_code == 409 and "propose the change again" in stale.json()["error"]["message"]
 
 
@@ -199,7 +199,7 @@ def test_emergency_activation_is_flagged_until_two_approvers_review_it(org):
     assert result.returncode == 0, result.stderr
     assert "2 approvers must review it" in result.stdout
     assert org.call("bob", "POST", f"/policy/versions/{version}/approve").json()["reviews_needed"] == 1
-    assert org.call("erin", "POST", f"/policy/versions/{version}/approve").json()["reviews_needed"] == 0
+    assert org.call("evan", "POST", f"/policy/versions/{version}/approve").json()["reviews_needed"] == 0
     history = org.cli("admin", "policy", "history").stdout
     assert "(emergency)" in history
 
@@ -212,7 +212,7 @@ def test_only_approvers_and_admins_change_policy(org):
     assert org.call("carol", "POST", f"/policy/versions/{version}/reject", json={"comment": "no"}).status_code == 403
     import httpx
 
-    read_only_key = org.call("admin", "POST", "/keys", json={"user": "erin@example.com", "scopes": ["read"]}).json()["key"]
+    read_only_key = org.call("admin", "POST", "/keys", json={"user": "evan@example.com", "scopes": ["read"]}).json()["key"]
     response = httpx.post(f"{org.url}/api/v1/policy/versions/{version}/approve",
                           headers={"Authorization": f"Bearer {read_only_key}"})
     assert response.status_code == 403 and "'policy'" in response.json()["error"]["message"]

@@ -63,3 +63,14 @@ def test_provider_keys_must_be_env_references():
 def test_every_problem_is_reported_at_once():
     text = "version: 1\ndefault: maybe\nroles: [BadRole]\nrules: [{id: x, effect: nope, action: tool.call}]\n"
     assert [line.split(":")[1] for line in problems(text)] == ["2", "3", "4"]
+
+
+def test_every_yaml_example_in_the_policy_doc_loads():
+    import re
+
+    doc = (Path(__file__).parent.parent / "docs/policy.md").read_text()
+    examples = re.findall(r"^```yaml\n(.*?)^```", doc, re.S | re.M)
+    assert len(examples) >= 3
+    for example in examples:
+        load_policy(example, "docs/policy.md")
+    assert examples[0] == DEMO_TEXT.split("\n", 2)[2]  # the doc shows the demo policy, comments and all

@@ -16,7 +16,7 @@ from corral.cli.client import ApiClient, CliError
 from corral.settings import load_client_settings
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 DURATION = re.compile(r"^(\d+)([smhdw])$")
