@@ -26,6 +26,7 @@ test: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/decide.py
 
 clean:
 	rm -rf $(VENV) .corral .pytest_cache .hypothesis

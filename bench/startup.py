@@ -10,7 +10,6 @@ Bounded: a few starts and a few hundred requests to 127.0.0.1, then it stops by 
 from __future__ import annotations
 
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 import httpx
+from machine import describe
 
 CORRAL = str(Path(sys.executable).parent / "corral")
 STARTS = 5
@@ -31,16 +31,6 @@ app = FastAPI()
 def ready():
     return {"status": "ready"}
 """
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def free_port() -> int:
@@ -73,7 +63,7 @@ def median_ms(samples: list[float]) -> str:
 
 
 def main() -> None:
-    print(f"machine: {os.cpu_count()} cpus (nproc), {cpu_model()}, Python {platform.python_version()}")
+    print(describe())
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
     with tempfile.TemporaryDirectory() as scratch:
         Path(scratch, "baseline_app.py").write_text(BASELINE_APP)

@@ -54,6 +54,8 @@ def test_words_are_normalised_quotes_removed_single_spaces():
     ("echo x >> ~/.bashrc", ["~/.bashrc"]),
     ("ls 2>&1 > log", ["log"]),
     ("ls 2>&1", []),
+    ("ls > 5", ["5"]),
+    ("make 2>&1 | tee -a build.log > out", ["out"]),
 ])
 def test_redirections_that_write_files_are_reported(line, written):
     assert parse_command_line(line).writes == written
@@ -126,3 +128,43 @@ def test_a_command_anywhere_in_a_chain_is_found(parts, separator, position):
     parsed = parse_command_line(separator.join(parts))
     assert "rm -rf /" in parsed.commands
     assert len(parsed.commands) == len(parts)
+
+
+def _both_ways(line):
+    from corral.policy.commands import ParsedLine, _parse_into, _plain_commands
+
+    fast, full = ParsedLine(), ParsedLine()
+    _parse_into(line, fast, 0, fast=True)
+    _parse_into(line, full, 0, fast=False)
+    return _plain_commands(line) is not None, fast, full
+
+
+plain_words = st.sampled_from(["ls", "-la", "rm", "-rf", "/", "git", "status", "sudo", "env", "A=1", "timeout", "5",
+                               "xargs", "bash", "-c", "x.txt", "*.py", "a,b", "user@host:/p", "+x", "--force",
+                               "if", "done", "[", "]", "r''m", '"rm"', "'a b'", '"c d"', "a'b c'd", "''", "'$HOME'",
+                               "'ls && rm -rf /'", '"git push --force"', "sh", "$HOME", "x${USER}y", "${A:-b}",
+                               "$", "{a,b}", "{x}", "2", "out.txt", "'>'", "$'x'"])
+separators = st.sampled_from([" ", "  ", " && ", " || ", "; ", " | ", "&&", "|", ";", " > ", ">", " >> ", " 2>&1 ",
+                              " < ", "2>", " >&2 ", " &> ", " >| ", " & "])
+
+
+@given(st.lists(st.tuples(plain_words, separators), min_size=1, max_size=8), plain_words)
+def test_the_fast_path_agrees_with_bashlex_wherever_it_is_taken(pieces, last):
+    line = "".join(word + separator for word, separator in pieces) + last
+    taken, fast, full = _both_ways(line)
+    if taken:
+        assert (fast.commands, fast.writes, fast.uncertain) == (full.commands, full.writes, full.uncertain), line
+
+
+@pytest.mark.parametrize("line", ["ls && rm -rf /", "git status | grep x", "git commit -m 'fix: a bug'",
+                                  "make all 2>&1 | tee build.log", "echo $HOME > out.txt",
+                                  "bash -c 'rm -rf /'", 'sudo -u root "rm" -rf /', "npm test; npm run lint"])
+def test_common_lines_take_the_fast_path(line):
+    assert _both_ways(line)[0]
+
+
+@pytest.mark.parametrize("line", ["echo $(rm -rf /)", "ls &> out", "FOO=1 rm x", "$CMD x", "cat <<< x", "if true; then rm x; fi",
+                                  "rm -rf / &", "cat <<EOF\nx\nEOF", "ls\nrm -rf /", 'echo "$HOME"', "{ls,-la}",
+                                  "/bin/r? x", "ls # rm", "~/bin/x", "ls |& rm"])
+def test_shell_syntax_goes_to_bashlex(line):
+    assert not _both_ways(line)[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import bashlex
 
@@ -30,18 +31,27 @@ class ParsedLine:
     uncertain: list[str] = field(default_factory=list)  # why the line's effect cannot be known
 
 
+@lru_cache(maxsize=4096)
 def parse_command_line(line: str) -> ParsedLine:
-    """The simple commands `line` would run, normalised (quotes removed, single spaces)."""
+    """The simple commands `line` would run, normalised (quotes removed, single spaces).
+    Agents run the same lines again and again, so results are cached: never change one."""
     result = ParsedLine()
     _parse_into(line, result, depth=0)
     return result
 
 
-def _parse_into(line: str, result: ParsedLine, depth: int) -> None:
+def _parse_into(line: str, result: ParsedLine, depth: int, fast: bool = True) -> None:
     if depth > MAX_DEPTH:
         result.uncertain.append("nested too deeply")
         return
     if not line.strip():
+        return
+    plain = _plain_commands(line) if fast else None
+    if plain is not None:  # no shell syntax beyond words, quotes, && || ; | and simple redirections
+        commands, writes = plain
+        result.writes.extend(_quote_removal(text)[0] for text in writes)  # type: ignore[index]
+        for words in commands:
+            _simple([_quote_removal(word)[0] for word in words], result, depth)  # type: ignore[index]
         return
     try:
         trees = bashlex.parse(line)
@@ -144,6 +154,121 @@ def _word(node: object, source: str, result: ParsedLine, is_name: bool) -> str:
     return value
 
 
+# The fast path: characters that mean nothing to the shell outside quotes, simple parameters
+# ($NAME, ${NAME}) as arguments, and the reserved words that start compound commands. Any other
+# syntax goes to bashlex.
+_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./:=,@+-")
+_GLOBS = frozenset("*?[]")
+_PARAMETER = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})")
+_DUPLICATE = re.compile(r"[0-9]+|-")
+_RESERVED = frozenset({"if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while", "until",
+                       "do", "done", "in", "function", "time", "coproc", "{", "}", "!", "[[", "]]"})
+
+
+def _plain_commands(line: str) -> tuple[list[list[str]], list[str]] | None:
+    """The raw words of each simple command, and the files redirections write, for a line made
+    only of plain words, '...', "..." without expansions, $NAME arguments, the operators
+    && || ; | and the redirections > >> < N>&M. None when the line needs the real parser."""
+    commands: list[list[str]] = []
+    writes: list[str] = []
+    words: list[str] = []
+    word: list[str] = []
+    redirect = ""  # ">" or "<" waiting for its target
+    quote = ""
+    index, end = 0, len(line)
+    while index < end:
+        char = line[index]
+        if quote:
+            if quote == '"' and char in '$`\\!':
+                return None
+            if char == quote:
+                quote = ""
+            word.append(char)
+            index += 1
+            continue
+        if char in "'\"":
+            quote = char
+        elif char in _PLAIN or char in _GLOBS or char == "$" or char == "{" or char == "}":
+            pass
+        elif char in " &|;<>":
+            if word:
+                text = "".join(word)
+                word = []
+                if char in "<>" and text.isdigit():
+                    pass  # the file descriptor of `2>file`
+                elif redirect:
+                    if redirect == ">":
+                        writes.append(text)
+                    redirect = ""
+                else:
+                    words.append(text)
+            if char == " ":
+                index += 1
+                continue
+            if redirect:
+                return None  # an operator where a redirection's target should be
+            two = line[index:index + 2]
+            if char in "<>":
+                if two in (">&", "<&"):
+                    duplicate = _DUPLICATE.match(line, index + 2)  # 2>&1: no file involved
+                    if duplicate is None:
+                        return None
+                    index = duplicate.end()
+                    continue
+                if two in ("<<", "<>", ">|", "<("):
+                    return None
+                redirect = "<" if char == "<" else ">"
+                index += 2 if two == ">>" else 1
+                continue
+            if two in ("&&", "||"):
+                operator = two
+            elif char == "&" or two == "|&" or two == ";;":
+                return None  # background jobs and the like
+            else:
+                operator = char
+            if not words:
+                return None  # an operator with no command before it: let the parser judge
+            commands.append(words)
+            words = []
+            index += len(operator)
+            continue
+        else:
+            return None
+        word.append(char)
+        index += 1
+    if quote:
+        return None
+    if word:
+        if redirect:
+            if redirect == ">":
+                writes.append("".join(word))
+            redirect = ""
+        else:
+            words.append("".join(word))
+    if redirect or not words:
+        return None
+    commands.append(words)
+    for command in commands:
+        name = command[0]
+        if name in _RESERVED or "=" in name or "$" in name or _GLOBS.intersection(name):
+            return None  # compound commands, assignments, expanded or globbed names: the parser decides
+        for text in command:
+            if ("$" in text or "{" in text or "}" in text) and not _only_parameters(text):
+                return None
+    for text in writes:
+        if "$" in text or "{" in text or "}" in text:
+            return None
+    return commands, writes
+
+
+def _only_parameters(text: str) -> bool:
+    """A word whose only shell syntax is $NAME / ${NAME}: kept as written, like bashlex does."""
+    if "'" in text or '"' in text:
+        return False
+    rest = _PARAMETER.sub("", text)
+    return "$" not in rest and "{" not in rest and "}" not in rest
+
+
 def _command(node: object, source: str, result: ParsedLine, depth: int) -> None:
     if depth > MAX_DEPTH:
         result.uncertain.append("nested too deeply")
@@ -161,7 +286,7 @@ def _command(node: object, source: str, result: ParsedLine, depth: int) -> None:
             target = getattr(part, "output", None)
             if hasattr(target, "word"):
                 _substitutions(target, source, result, depth)
-                if part.type in (">", ">>", ">|", "&>", ">&") and not target.word.isdigit():
+                if part.type in (">", ">>", ">|", "&>", ">&"):  # `2>&1` has a number, not a word, as target
                     result.writes.append(_word(target, source, result, is_name=False))
         elif part.kind == "assignment":
             _substitutions(part, source, result, depth)

@@ -18,6 +18,7 @@ from corral.policy.commands import parse_command_line
 from corral.policy.overrides import Override
 from corral.policy.schema import Policy, Rule
 
+CACHE_SIZE = 50_000  # decisions kept per effective policy (a new version or override starts afresh)
 STRICTNESS = {"allow": 0, "confirm": 1, "approve": 2, "deny": 3}
 # The Roo Code tool group each action needs from the mode it runs in.
 TOOL_GROUP = {"tool.call": "mcp", "command.exec": "command", "file.read": "read", "file.write": "edit"}
@@ -63,8 +64,8 @@ class Request:
     now: datetime | None = None  # when overrides are judged; None: no override is active
 
 
-@dataclass(frozen=True)
-class Decision:
+@dataclass(slots=True)
+class Decision:  # a value: never changed once made (not frozen, which costs a microsecond per decision)
     effect: str
     rules: tuple[str, ...]
     reason: str
@@ -164,7 +165,7 @@ def command_class(command: str) -> str:
 # ---- the compiled policy -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Facts:
     """What the rules look at, worked out once per decision."""
 
@@ -266,7 +267,8 @@ class CompiledPolicy:
                 continue
             for token in dict.fromkeys(tokens):
                 by_token.setdefault(token, []).append(rule)  # type: ignore[arg-type]
-        return key, by_token, always
+        merged = {token: sorted([*always, *rules], key=lambda rule: rule.order) for token, rules in by_token.items()}
+        return key, merged, always
 
     def candidates(self, facts: Facts) -> list[CompiledRule]:
         entry = self._index.get(facts.action)
@@ -277,12 +279,7 @@ class CompiledPolicy:
             return always
         value = facts.values.get(key)
         token = _first_token(key, value) if value else None
-        indexed = by_token.get(token, []) if token is not None else []
-        if not indexed:
-            return always
-        if not always:
-            return indexed
-        return sorted([*always, *indexed], key=lambda rule: rule.order)
+        return by_token.get(token, always) if token is not None else always  # type: ignore[arg-type]
 
     def tool_class(self, tool: str, annotations: dict[str, Any] | None) -> str:
         """The policy's `tools:` entries win; a trusted server's annotations come next; anything
@@ -319,9 +316,28 @@ class EffectivePolicy:
 
     compiled: CompiledPolicy
     overrides: tuple[Override, ...] = ()
+    # Agents repeat themselves (the same tools, profiles and commands), so decisions are kept,
+    # keyed by everything they depend on, including which overrides are in force right now.
+    _cache: dict[tuple[Any, ...], Decision] = field(default_factory=dict, compare=False, repr=False)
 
     def decide(self, request: Request) -> Decision:
-        return self._decide(request, trace=None)
+        annotations = request.tool_annotations
+        subject = request.subject
+        key = (request.action, request.resource, subject.email, subject.teams, subject.roles, subject.client,
+               request.mode, tuple(sorted(annotations.items())) if annotations else None,
+               request.task_requests, request.task_cost_usd,
+               tuple(o.id for o in self._active_overrides(request)) if self.overrides else ())
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        except TypeError:  # annotations that are not hashable: decide without the cache
+            return self._decide(request, trace=None)
+        decision = self._decide(request, trace=None)
+        if len(self._cache) >= CACHE_SIZE:
+            self._cache.clear()
+        self._cache[key] = decision
+        return decision
 
     def explain(self, request: Request) -> tuple[Decision, list[Trace]]:
         trace: list[Trace] = []
@@ -390,16 +406,18 @@ class EffectivePolicy:
         modes = self.compiled.policy.modes
         rule_id = f"mode:{slug}"
         if slug not in modes:
-            return Decision("deny", (rule_id,), f"mode {slug!r} is not in the policy", resource=request.resource)
+            return Decision("deny", (rule_id,), f"mode {slug!r} is not in the policy", resource=request.resource,
+                            policy_version=self.compiled.version)
         group = TOOL_GROUP.get(facts.action)
         if group is not None and group not in modes[slug].tools:
             return Decision("deny", (rule_id,), f"mode {slug!r} does not have the {group!r} tool group",
-                            resource=request.resource)
+                            resource=request.resource, policy_version=self.compiled.version)
         if facts.action == "file.write" and slug in self.compiled.edit_paths:
             path = facts.values["path"]
             if outside_workspace(path) or not self.compiled.edit_paths[slug].match(path):
                 allowed = ", ".join(modes[slug].edit_paths or ())
-                return Decision("deny", (rule_id,), f"mode {slug!r} may only edit {allowed}", resource=path)
+                return Decision("deny", (rule_id,), f"mode {slug!r} may only edit {allowed}", resource=path,
+                                policy_version=self.compiled.version)
         return None
 
     def _single(self, request: Request, facts: Facts, trace: list[Trace] | None) -> Decision:
@@ -409,9 +427,9 @@ class EffectivePolicy:
             trace.append(Trace(f"mode:{facts.mode}", "deny", mode_denial is not None,
                                mode_denial.reason if mode_denial else f"mode {facts.mode!r} permits this"))
         if mode_denial is not None:
-            return self._with_version(mode_denial)
+            return mode_denial
         decision = self._rules(facts, resource, trace)
-        return self._with_version(self._apply_overrides(decision, facts, request, trace))
+        return self._apply_overrides(decision, facts, request, trace)
 
     def _rules(self, facts: Facts, resource: str, trace: list[Trace] | None) -> Decision:
         compiled = self.compiled
@@ -420,16 +438,17 @@ class EffectivePolicy:
                 why = rule.why_not(facts)
                 trace.append(Trace(rule.rule.id, rule.rule.effect, why is None, why or "every condition holds"))
         matched = [rule.rule for rule in compiled.candidates(facts) if rule.matches(facts)]
-        if not matched:
+        if not matched:  # the common case for unlisted actions: the defaults
             defaults = compiled.policy.defaults
             if facts.action in defaults:
                 effect = defaults[facts.action]
                 reason = f"no rule matched {resource!r}; the default for {facts.action} is {effect}"
-                return Decision(effect, (f"defaults.{facts.action}",), reason, resource=resource)
+                return Decision(effect, (f"defaults.{facts.action}",), reason, resource=resource,
+                                policy_version=compiled.version)
             effect = compiled.policy.default
             return Decision(effect, ("default",), f"no rule matched {resource!r}; the policy's default is {effect}",
-                            resource=resource)
-        effect = strictest(*(rule.effect for rule in matched))
+                            resource=resource, policy_version=compiled.version)
+        effect = max((rule.effect for rule in matched), key=STRICTNESS.__getitem__)
         deciding = [rule for rule in matched if rule.effect == effect]
         obligations: dict[str, Any] = {}
         if effect != "deny":
@@ -440,10 +459,13 @@ class EffectivePolicy:
         described = next((rule.description for rule in deciding if rule.description), "")
         reason = f"{_past(effect)} by {'rule' if len(deciding) == 1 else 'rules'} {names} ({resource!r})"
         return Decision(effect, tuple(rule.id for rule in deciding), reason + (f": {described}" if described else ""),
-                        obligations=obligations, resource=resource)
+                        obligations=obligations, resource=resource, policy_version=compiled.version)
 
     def _apply_overrides(self, decision: Decision, facts: Facts, request: Request,
                          trace: list[Trace] | None) -> Decision:
+        active = self._active_overrides(request)
+        if not active and facts.action != "llm.request":
+            return decision
         obligations = dict(decision.obligations)
         if facts.action == "llm.request" and "profile" in facts.values:
             profile = obligations.get("profile", facts.values["profile"])
@@ -453,7 +475,7 @@ class EffectivePolicy:
             if max_tokens:
                 _oblige(obligations, {"max_tokens": max_tokens})
         effect, rules, reasons = decision.effect, list(decision.rules), [decision.reason]
-        for override in self._active_overrides(request):
+        for override in active:
             outcome = _override_effect(override, facts, request)
             if outcome is None:
                 continue
@@ -467,7 +489,8 @@ class EffectivePolicy:
                 effect = tightened
                 rules.append(f"override:{override.id}")
                 reasons.append(f"override {override.id} ({override.kind} for {override.target}): {why}")
-        return Decision(effect, tuple(rules), "; ".join(reasons), obligations=obligations, resource=decision.resource)
+        return Decision(effect, tuple(rules), "; ".join(reasons), obligations=obligations, resource=decision.resource,
+                        policy_version=self.compiled.version)
 
     def _command_line(self, request: Request, trace: list[Trace] | None) -> Decision:
         parsed = parse_command_line(request.resource)
@@ -480,24 +503,19 @@ class EffectivePolicy:
         if parsed.uncertain or not parts:
             why = "; ".join(parsed.uncertain) or "the line runs nothing"
             cap = Decision("confirm", ("parser",), f"what this line runs cannot be fully known ({why}), so it is "
-                           "never allowed without confirmation", resource=request.resource)
+                           "never allowed without confirmation", resource=request.resource,
+                           policy_version=self.compiled.version)
             if trace is not None:
                 trace.append(Trace("parser", "confirm", True, why))
-            parts.insert(0, self._with_version(cap))  # first, so the line's reason says why when it decides
+            parts.insert(0, cap)  # first, so the line's reason says why when it decides
         effect = strictest(*(part.effect for part in parts))
         deciding = [part for part in parts if part.effect == effect]
         rules = tuple(dict.fromkeys(rule for part in deciding for rule in part.rules))
         obligations: dict[str, Any] = {}
         for part in parts:
             _oblige(obligations, part.obligations)
-        return self._with_version(Decision(effect, rules, deciding[0].reason, obligations=obligations,
-                                           parts=tuple(parts), resource=request.resource))
-
-    def _with_version(self, decision: Decision) -> Decision:
-        if decision.policy_version == self.compiled.version:
-            return decision
-        return Decision(decision.effect, decision.rules, decision.reason, decision.obligations, decision.parts,
-                        decision.resource, self.compiled.version)
+        return Decision(effect, rules, deciding[0].reason, obligations=obligations, parts=tuple(parts),
+                        resource=request.resource, policy_version=self.compiled.version)
 
 
 def _past(effect: str) -> str:
