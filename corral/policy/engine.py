@@ -187,12 +187,10 @@ class CompiledRule:
     rule: Rule
     order: int
     conditions: tuple[Condition, ...]
+    tests: tuple[Callable[[Facts], bool], ...] = ()  # the conditions' tests alone, for speed
 
-    def matches(self, facts: Facts) -> bool:
-        for _, test in self.conditions:
-            if not test(facts):
-                return False
-        return True
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tests", tuple(test for _, test in self.conditions))
 
     def why_not(self, facts: Facts) -> str | None:
         for text, test in self.conditions:
@@ -437,7 +435,13 @@ class EffectivePolicy:
             for rule in compiled.rules.get(facts.action, []):
                 why = rule.why_not(facts)
                 trace.append(Trace(rule.rule.id, rule.rule.effect, why is None, why or "every condition holds"))
-        matched = [rule.rule for rule in compiled.candidates(facts) if rule.matches(facts)]
+        matched = []
+        for candidate in compiled.candidates(facts):
+            for test in candidate.tests:
+                if not test(facts):
+                    break
+            else:
+                matched.append(candidate.rule)
         if not matched:  # the common case for unlisted actions: the defaults
             defaults = compiled.policy.defaults
             if facts.action in defaults:
