@@ -4,6 +4,7 @@ exactly one winner, and each override's expiry is recorded exactly once."""
 import asyncio
 from datetime import timedelta
 from importlib.resources import files
+
 from sqlalchemy import func, insert, select
 
 from corral.errors import Conflict
