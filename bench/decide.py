@@ -19,7 +19,7 @@ from pathlib import Path
 import bashlex
 from machine import describe
 
-from corral.policy.commands import parse_command_line
+from corral.policy.commands import clear_parse_cache
 from corral.policy.engine import CompiledPolicy, EffectivePolicy, Request, Subject
 from corral.policy.schema import Policy, load_policy
 
@@ -83,7 +83,7 @@ def measure(engine: EffectivePolicy, requests: list[Request], cold: bool = False
     for request in requests:
         if cold:
             engine._cache.clear()
-            parse_command_line.cache_clear()
+            clear_parse_cache()
         started = clock()
         engine.decide(request)
         samples.append((clock() - started) / 1000)

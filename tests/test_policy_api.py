@@ -204,6 +204,34 @@ def test_emergency_activation_is_flagged_until_two_approvers_review_it(org):
     assert "(emergency)" in history
 
 
+def test_the_author_of_an_emergency_change_cannot_review_it(org):
+    document = edited(active(org)["document"], "period: month", "period: week")
+    version = org.propose("bob", document, "hot fix").json()["version"]
+    activated = org.call("admin", "POST", f"/policy/versions/{version}/activate",
+                         json={"emergency": True, "message": "incident 9"})
+    assert activated.json()["reviews_needed"] == 2
+    own = org.call("bob", "POST", f"/policy/versions/{version}/approve")
+    assert own.status_code == 403 and "its author" in own.json()["error"]["message"]
+    assert org.call("sam", "POST", f"/policy/versions/{version}/approve").json()["reviews_needed"] == 1
+
+
+@pytest.mark.parametrize("document, problem", [
+    ("version: 1\nrules: &a [*a]\n", "proposal:2:8: anchors and aliases"),
+    ("version: 1\nx: " + "[" * 3000, "nested deeper than 20 levels"),
+])
+def test_hostile_yaml_is_refused_quickly_and_cleanly(org, document, problem):
+    response = org.propose("bob", document)
+    assert response.status_code == 400 and problem in response.json()["error"]["message"]
+
+
+def test_a_huge_command_line_is_refused_or_decided_without_stalling(org):
+    too_long = org.call("alice", "POST", "/decide", json={"action": "command.exec", "resource": "ls " + "x" * 17000})
+    assert too_long.status_code == 422
+    line = " ".join(["ls $(ls)"] * 1500)[:16000]
+    decision = org.decide("alice", "command.exec", line)
+    assert decision["effect"] == "confirm" and "parser" in decision["rules"]
+
+
 def test_only_approvers_and_admins_change_policy(org):
     document = edited(active(org)["document"], "soft_at: 0.8", "soft_at: 0.7")
     assert org.propose("alice", document).status_code == 403
@@ -249,8 +277,18 @@ def test_an_override_changes_decisions_until_removed(org):
     assert kinds == ["override.removed", "override.added"]
 
 
+def test_an_override_for_a_person_matches_their_email_whatever_its_case(org):
+    created = org.call("omar", "POST", "/overrides", json={"kind": "read_only", "target": "user:Alice@Example.com",
+                                                           "ttl_seconds": 600, "reason": "drill"})
+    assert created.status_code == 201 and created.json()["target"] == "user:alice@example.com"
+    assert org.decide("alice", "file.write", "notes.txt")["effect"] == "deny"
+    org.call("omar", "DELETE", f"/overrides/{created.json()['id']}")
+    assert org.decide("alice", "file.write", "notes.txt")["effect"] == "confirm"
+
+
 def test_switch_profile_reroutes_to_the_fallback(org):
     created = org.call("omar", "POST", "/overrides", json={"kind": "switch_profile", "target": "dev-fast",
+                                                           "params": {"to": "demo/echo"},
                                                            "ttl_seconds": 600, "reason": "openai outage"})
     assert created.status_code == 201, created.text
     assert org.decide("alice", "llm.request", "dev-fast")["obligations"]["targets"] == ["demo/echo"]
@@ -263,8 +301,15 @@ def test_switch_profile_reroutes_to_the_fallback(org):
     ({"kind": "read_only", "target": "everyone"}, "read_only needs --target who"),
     ({"kind": "disable_server", "target": "ghost"}, "no MCP server named 'ghost'"),
     ({"kind": "switch_profile", "target": "release-safe"}, "has no fallback target"),
-    ({"kind": "limit_workload", "target": "org", "params": {"max_tokens": -5}}, "max_tokens must be a positive int"),
+    ({"kind": "limit_workload", "target": "org", "params": {"max_tokens": -5}}, "max_tokens must be a positive whole"),
     ({"kind": "limit_workload", "target": "org", "params": {"allow": True}}, "does not take 'allow'"),
+    ({"kind": "limit_workload", "target": "org", "params": {"denied_modes": [{}]}}, "denied_modes must be a non-empty list"),
+    ({"kind": "scope_tasks", "target": "org", "params": {"max_cost_usd": "NaN"}}, "max_cost_usd must be a positive number"),
+    ({"kind": "switch_profile", "target": "dev-fast", "params": {"to": "claude/claude-sonnet-4-5"}},
+     "to must be one of the fallback targets of 'dev-fast': demo/echo"),
+    ({"kind": "read_only", "target": "user:*"}, "read_only needs --target who"),
+    ({"kind": "read_only", "target": "team:nosuchteam"}, "no team 'nosuchteam'"),
+    ({"kind": "read_only", "target": "user:ghost@example.com"}, "no user 'ghost@example.com'"),
 ])
 def test_bad_overrides_are_refused_with_a_reason(org, body, message):
     response = org.call("omar", "POST", "/overrides", json={"ttl_seconds": 600, "reason": "drill", "params": {}, **body})

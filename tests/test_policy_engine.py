@@ -238,3 +238,37 @@ def test_an_override_never_loosens_a_decision(request, kind):
     engine = EffectivePolicy(ENGINE.compiled, (override(kind, target, **params),))
     after = decide(action, resource, who, engine=engine, mode=mode, now=NOW, task_requests=5)
     assert STRICTNESS[after.effect] >= STRICTNESS[before.effect]
+
+
+@pytest.mark.parametrize("line", ["time rm -rf /", "echo $((1+1))", "ls $X", "   "])
+def test_a_line_that_cannot_be_known_still_goes_through_the_mode_check(line):
+    assert decide("command.exec", line, mode="ask").rules == ("mode:ask",)
+
+
+def test_a_line_that_cannot_be_known_is_tightened_by_overrides_and_strict_defaults():
+    engine = EffectivePolicy(ENGINE.compiled, (override("read_only", "org"),))
+    assert decide("command.exec", "ls $X", engine=engine, now=NOW).effect == "deny"
+    strict = EffectivePolicy(CompiledPolicy(Policy(version=1, default="deny")))
+    assert decide("command.exec", "ls $X", engine=strict).effect == "deny"
+
+
+def test_paths_are_normalised_before_matching():
+    policy = Policy.model_validate({"version": 1, "default": "allow", "rules": [
+        {"id": "no-etc", "effect": "deny", "action": "file.write", "match": {"path": "/etc/**"}}]})
+    engine = EffectivePolicy(CompiledPolicy(policy))
+    for path in ["/etc/passwd", "//etc/passwd", "/tmp/../etc/passwd", "///etc//x"]:
+        assert decide("file.write", path, engine=engine).effect == "deny", path
+    assert decide("command.exec", "cat x > //etc/passwd", engine=engine).effect == "deny"
+
+
+@pytest.mark.parametrize("command, expected", [
+    ("ls -la", "read-only"), ("git log --oneline", "read-only"), ("find . -name x", "read-only"),
+    ("git diff --output=/etc/passwd", "mutating"), ("git log --ext-diff", "mutating"),
+    ("git -c core.pager=sh status", "mutating"), ("sort -o /etc/passwd x", "mutating"),
+    ("find . -delete", "mutating"), ("rg --pre=./x foo", "mutating"), ("env rm x", "mutating"),
+    ("uniq a b", "mutating"), ("date -s 2020", "mutating"), ("npm test", "mutating"),
+])
+def test_command_classes(command, expected):
+    from corral.policy.engine import command_class
+
+    assert command_class(command) == expected

@@ -14,14 +14,41 @@ from functools import lru_cache
 import bashlex
 
 MAX_DEPTH = 8  # nested `bash -c` / eval / substitutions before we stop trusting the parse
-SHELLS = {"sh", "bash", "zsh", "dash", "ksh"}
-# Wrappers that run the rest of their words as a command, with how to skip their own options.
-WRAPPERS = {"sudo", "doas", "env", "nice", "nohup", "timeout", "time", "command", "exec", "xargs", "stdbuf",
-            "ionice", "setsid", "chronic", "watch"}
-_WRAPPER_ARGS = {"timeout": 1, "sudo": 0, "nice": 0}  # positional arguments before the command
-_OPTIONS_WITH_VALUE = {"sudo": {"-u", "-g", "-C", "-h", "-p", "-U"}, "nice": {"-n"}, "timeout": {"-s", "-k"},
-                       "xargs": {"-n", "-I", "-L", "-P", "-d", "-E", "-s", "-a"}, "env": {"-u", "-C"},
-                       "ionice": {"-c", "-n", "-p"}, "watch": {"-n", "-d"}, "stdbuf": {"-i", "-o", "-e"}}
+# Programs that run a script given with -c (or --command): the script is parsed like a line.
+SHELLS = {"sh", "bash", "zsh", "dash", "ksh", "mksh", "ash", "busybox", "su", "runuser", "script"}
+_SHELL_OPTIONS_WITH_VALUE = {"-o", "+o", "-O", "+O", "--rcfile", "--init-file", "-s", "--shell", "-g", "--group",
+                             "-u", "--user", "-w", "--whitelist-environment"}
+# Wrappers that run the rest of their words as a command: (options taking a value, options that
+# do not, positional arguments before the command). An option in neither set is read both ways.
+WRAPPERS: dict[str, tuple[frozenset[str], frozenset[str], int]] = {
+    name: (frozenset(with_value.split()), frozenset(flags.split()), positional)
+    for name, with_value, flags, positional in [
+        ("sudo", "-u --user -g --group -C --close-from -h --host -p --prompt -U --other-user -r --role -t --type "
+                 "-T --command-timeout -D --chdir -R --chroot",
+         "-A --askpass -b --background -E -e --edit -H --set-home -i --login -K -k --reset-timestamp -n "
+         "--non-interactive -P --preserve-groups -S --stdin -s --shell -v --validate", 0),
+        ("doas", "-u -C", "-n -s -L", 0),
+        ("env", "-u --unset -C --chdir", "-i --ignore-environment -0 --null -v --debug", 0),
+        ("nice", "-n --adjustment", "", 0),
+        ("nohup", "", "", 0),
+        ("timeout", "-s --signal -k --kill-after", "--preserve-status --foreground -v --verbose", 1),
+        ("time", "-f --format -o --output", "-p --portability -v --verbose -a --append -q --quiet", 0),
+        ("command", "", "-p", 0),
+        ("builtin", "", "", 0),
+        ("exec", "-a", "-c -l", 0),
+        ("xargs", "-n --max-args -I -L --max-lines -P --max-procs -d --delimiter -E -s --max-chars -a --arg-file",
+         "-0 --null -r --no-run-if-empty -t --verbose -p --interactive -x --exit -o --open-tty", 0),
+        ("stdbuf", "-i --input -o --output -e --error", "", 0),
+        ("ionice", "-c --class -n --classdata -p --pid -P --pgid -u --uid", "-t --ignore", 0),
+        ("setsid", "", "-c --ctty -f --fork -w --wait", 0),
+        ("chronic", "", "-e -v", 0),
+        ("chroot", "--userspec --groups", "--skip-chdir", 1),
+        ("flock", "-w --timeout -E --conflict-exit-code", "-s --shared -x --exclusive -u --unlock -n --nonblock "
+                  "-o --close -F --no-fork --verbose", 1),
+        ("unshare", "", "-m -u -i -n -p -U -C -T -f --fork -r --map-root-user", 0),
+    ]
+}
+_REMOTE_OR_WATCHED = {"watch"}  # programs that run their arguments joined as a shell line
 
 
 @dataclass
@@ -31,13 +58,23 @@ class ParsedLine:
     uncertain: list[str] = field(default_factory=list)  # why the line's effect cannot be known
 
 
-@lru_cache(maxsize=4096)
+CACHED_LINE_CHARS = 1024  # lines up to this long are cached (agents repeat them); longer ones are not
+
+
 def parse_command_line(line: str) -> ParsedLine:
     """The simple commands `line` would run, normalised (quotes removed, single spaces).
-    Agents run the same lines again and again, so results are cached: never change one."""
+    Results may be shared from a cache: never change one."""
+    return _parse_cached(line) if len(line) <= CACHED_LINE_CHARS else _parse(line)
+
+
+def _parse(line: str) -> ParsedLine:
     result = ParsedLine()
     _parse_into(line, result, depth=0)
     return result
+
+
+_parse_cached = lru_cache(maxsize=4096)(_parse)
+clear_parse_cache = _parse_cached.cache_clear
 
 
 def _parse_into(line: str, result: ParsedLine, depth: int, fast: bool = True) -> None:
@@ -89,7 +126,7 @@ def _substitutions(node: object, source: str, result: ParsedLine, depth: int) ->
         if part.kind in ("commandsubstitution", "processsubstitution"):
             _visit(part.command, source, result, depth + 1)
         elif part.kind in ("parameter", "tilde"):
-            expands = expands or part.kind == "parameter"
+            expands = True  # ${...} may hide $(...) inside, which bashlex does not parse
         else:
             expands = _substitutions(part, source, result, depth) or expands
     return expands
@@ -145,21 +182,21 @@ def _word(node: object, source: str, result: ParsedLine, is_name: bool) -> str:
         result.uncertain.append(f"quoting that cannot be followed in {raw[:40]!r}")
         return node.word  # type: ignore[attr-defined]
     value, unquoted, expands = removed
-    if expands:  # parameter or command substitution: visited elsewhere; keep the text as written
+    if expands or unquoted.startswith("~"):  # what a substitution inside runs was visited already
         if re.search(r"\$['\"]", raw):
             result.uncertain.append(f"ANSI-C or locale quoting in {raw[:40]!r}")
+        elif not is_name:  # a name that expands is reported by the caller
+            result.uncertain.append(f"{raw[:40]!r} is only known when the shell expands it")
         return node.word  # type: ignore[attr-defined]
     if _BRACES.search(unquoted) or (is_name and _GLOB.search(unquoted)):
         result.uncertain.append(f"{raw[:40]!r} is only known when the shell expands it")
     return value
 
 
-# The fast path: characters that mean nothing to the shell outside quotes, simple parameters
-# ($NAME, ${NAME}) as arguments, and the reserved words that start compound commands. Any other
-# syntax goes to bashlex.
+# The fast path: characters that mean nothing to the shell outside quotes, and the reserved words
+# that start compound commands. Any other syntax goes to bashlex.
 _PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./:=,@+-")
 _GLOBS = frozenset("*?[]")
-_PARAMETER = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})")
 _DUPLICATE = re.compile(r"[0-9]+|-")
 _RESERVED = frozenset({"if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while", "until",
                        "do", "done", "in", "function", "time", "coproc", "{", "}", "!", "[[", "]]"})
@@ -167,8 +204,8 @@ _RESERVED = frozenset({"if", "then", "else", "elif", "fi", "case", "esac", "for"
 
 def _plain_commands(line: str) -> tuple[list[list[str]], list[str]] | None:
     """The raw words of each simple command, and the files redirections write, for a line made
-    only of plain words, '...', "..." without expansions, $NAME arguments, the operators
-    && || ; | and the redirections > >> < N>&M. None when the line needs the real parser."""
+    only of plain words, '...', "..." without expansions, the operators && || ; | and the
+    redirections > >> < N>&M. None when the line needs the real parser."""
     commands: list[list[str]] = []
     writes: list[str] = []
     words: list[str] = []
@@ -188,7 +225,7 @@ def _plain_commands(line: str) -> tuple[list[list[str]], list[str]] | None:
             continue
         if char in "'\"":
             quote = char
-        elif char in _PLAIN or char in _GLOBS or char == "$" or char == "{" or char == "}":
+        elif char in _PLAIN or char in _GLOBS:
             pass
         elif char in " &|;<>":
             if word:
@@ -250,23 +287,9 @@ def _plain_commands(line: str) -> tuple[list[list[str]], list[str]] | None:
     commands.append(words)
     for command in commands:
         name = command[0]
-        if name in _RESERVED or "=" in name or "$" in name or _GLOBS.intersection(name):
-            return None  # compound commands, assignments, expanded or globbed names: the parser decides
-        for text in command:
-            if ("$" in text or "{" in text or "}" in text) and not _only_parameters(text):
-                return None
-    for text in writes:
-        if "$" in text or "{" in text or "}" in text:
-            return None
+        if name in _RESERVED or "=" in name or _GLOBS.intersection(name):
+            return None  # compound commands, assignments and globbed names: the parser decides
     return commands, writes
-
-
-def _only_parameters(text: str) -> bool:
-    """A word whose only shell syntax is $NAME / ${NAME}: kept as written, like bashlex does."""
-    if "'" in text or '"' in text:
-        return False
-    rest = _PARAMETER.sub("", text)
-    return "$" not in rest and "{" not in rest and "}" not in rest
 
 
 def _command(node: object, source: str, result: ParsedLine, depth: int) -> None:
@@ -274,6 +297,7 @@ def _command(node: object, source: str, result: ParsedLine, depth: int) -> None:
         result.uncertain.append("nested too deeply")
         return
     words: list[str] = []
+    assignments: list[str] = []
     name_expands = False
     for part in node.parts:  # type: ignore[attr-defined]
         if part.kind == "word":
@@ -283,6 +307,9 @@ def _command(node: object, source: str, result: ParsedLine, depth: int) -> None:
                 name_expands = True
             words.append(_word(part, source, result, is_name=not words))
         elif part.kind == "redirect":
+            heredoc = getattr(part, "heredoc", None)
+            if heredoc is not None and ("$" in heredoc.value or "`" in heredoc.value):
+                result.uncertain.append("a here-document with substitutions, which are only known when it runs")
             target = getattr(part, "output", None)
             if hasattr(target, "word"):
                 _substitutions(target, source, result, depth)
@@ -290,8 +317,11 @@ def _command(node: object, source: str, result: ParsedLine, depth: int) -> None:
                     result.writes.append(_word(target, source, result, is_name=False))
         elif part.kind == "assignment":
             _substitutions(part, source, result, depth)
+            assignments.append(part.word.split("=", 1)[0])
         else:
             _visit(part, source, result, depth)
+    if words and assignments:
+        result.uncertain.append(f"{assignments[0]}=... set for the command can change what it does")
     if name_expands:
         result.uncertain.append(f"the command name {words[0]!r} is only known when it runs")
     _simple(words, result, depth)
@@ -302,37 +332,80 @@ def _simple(words: list[str], result: ParsedLine, depth: int) -> None:
         return
     name = words[0].rsplit("/", 1)[-1]  # /bin/rm is rm
     rest = words[1:]
-    if name in SHELLS and "-c" in rest:
-        script_at = rest.index("-c") + 1
-        if script_at < len(rest):
-            result.commands.append(" ".join([name, *rest]))
-            _parse_into(rest[script_at], result, depth + 1)
-        return
-    if name == "eval":
-        result.commands.append(" ".join(words))
-        _parse_into(" ".join(rest), result, depth + 1)
-        return
-    if name in WRAPPERS:
-        result.commands.append(" ".join([name, *rest]))
-        _simple(_unwrap(name, rest), result, depth + 1)
-        return
     result.commands.append(" ".join([name, *rest]))
+    if name in SHELLS:
+        scripts = _shell_scripts(rest)
+        for script in scripts:
+            _parse_into(script, result, depth + 1)
+    elif name == "eval":
+        _parse_into(" ".join(rest), result, depth + 1)
+    elif name in _REMOTE_OR_WATCHED:
+        _parse_into(" ".join(_after_options(rest, {"-n", "--interval", "-q", "--equexit"})), result, depth + 1)
+    elif name in WRAPPERS:
+        for command in _unwrap(name, rest, result, depth):
+            _simple(command, result, depth + 1)
 
 
-def _unwrap(wrapper: str, words: list[str]) -> list[str]:
-    """The command a wrapper runs: skip its options, their values and its own arguments."""
-    with_value = _OPTIONS_WITH_VALUE.get(wrapper, set())
+def _shell_scripts(words: list[str]) -> list[str]:
+    """The scripts a shell is given with -c (alone or among other flags, like -ec) or
+    --command: every plain word after it, since only the first is the script but reading the
+    others as scripts too can only make the decision stricter."""
+    scripts: list[str] = []
+    seen_c = False
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word.startswith("--command="):
+            scripts.append(word.split("=", 1)[1])
+        elif word == "--command":
+            seen_c = True
+        elif word in _SHELL_OPTIONS_WITH_VALUE:
+            index += 1
+        elif len(word) > 1 and word[0] in "-+" and not word.startswith("--"):
+            seen_c = seen_c or "c" in word[1:]
+        elif seen_c and word != "--":
+            scripts.append(word)
+        index += 1
+    return scripts
+
+
+def _after_options(words: list[str], with_value: set[str]) -> list[str]:
+    index = 0
+    while index < len(words) and words[index].startswith("-"):
+        index += 2 if words[index] in with_value else 1
+    return words[index:]
+
+
+def _unwrap(wrapper: str, words: list[str], result: ParsedLine, depth: int) -> list[list[str]]:
+    """The command a wrapper runs, after its options, their values and its own arguments. An
+    option the wrapper is not known to have is read both ways (with and without a value), so
+    neither reading can hide a command."""
+    with_value, flags, positional = WRAPPERS[wrapper]
+    readings: list[list[str]] = []
     index = 0
     while index < len(words):
         word = words[index]
         if word == "--":
             index += 1
             break
-        if word.startswith("-"):
-            index += 2 if word in with_value else 1
+        if wrapper == "env" and (word in ("-S", "--split-string") or word.startswith(("--split-string=", "-S"))):
+            line = word.split("=", 1)[1] if "=" in word else word[2:] if len(word) > 2 and word.startswith("-S") \
+                else (words[index + 1] if index + 1 < len(words) else "")
+            _parse_into(line, result, depth + 1)  # env -S 'cmd args' runs a command line
+            return []
+        if word.startswith("-") and len(word) > 1:
+            option = word.split("=", 1)[0]
+            if "=" in word or option in flags or (option not in with_value and option[:2] in with_value):
+                index += 1  # --opt=value, a flag, or a short option with its value attached (-n5)
+            elif option in with_value:
+                index += 2
+            else:
+                readings.append(words[index + 2 + positional:])  # as if the unknown option took a value
+                index += 1
             continue
         if wrapper == "env" and "=" in word:
+            result.uncertain.append(f"env sets {word.split('=', 1)[0]}, which can change what the command does")
             index += 1
             continue
         break
-    return words[index + _WRAPPER_ARGS.get(wrapper, 0):]
+    return [words[index + positional:], *readings]

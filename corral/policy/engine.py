@@ -18,21 +18,28 @@ from corral.policy.commands import parse_command_line
 from corral.policy.overrides import Override
 from corral.policy.schema import Policy, Rule
 
-CACHE_SIZE = 50_000  # decisions kept per effective policy (a new version or override starts afresh)
+CACHE_SIZE = 20_000  # decisions kept per effective policy (a new version or override starts afresh)
+CACHE_RESOURCE_CHARS = 1024  # longer resources are decided afresh each time, to bound the memory
 STRICTNESS = {"allow": 0, "confirm": 1, "approve": 2, "deny": 3}
 # The Roo Code tool group each action needs from the mode it runs in.
 TOOL_GROUP = {"tool.call": "mcp", "command.exec": "command", "file.read": "read", "file.write": "edit"}
 # Commands that only read. Anything else a command line runs is `mutating`.
 READ_ONLY_COMMANDS = frozenset({
-    "ls", "cat", "head", "tail", "less", "more", "grep", "egrep", "fgrep", "rg", "ag", "wc", "pwd", "echo",
-    "printf", "which", "whereis", "type", "file", "stat", "du", "df", "tree", "diff", "cmp", "sort", "uniq",
-    "cut", "tr", "column", "nl", "date", "whoami", "id", "uname", "hostname", "env", "printenv", "true",
-    "false", ":", "test", "[", "basename", "dirname", "realpath", "readlink", "jq", "yq", "md5sum",
-    "sha256sum", "cd",
+    "ls", "cat", "head", "tail", "grep", "egrep", "fgrep", "rg", "ag", "wc", "pwd", "echo", "printf", "which",
+    "whereis", "type", "stat", "du", "df", "diff", "cmp", "sort", "cut", "tr", "column", "nl", "whoami", "id",
+    "uname", "env", "printenv", "true", "false", ":", "test", "[", "basename", "dirname", "realpath", "readlink",
+    "jq", "md5sum", "sha256sum", "cd",
 })
 READ_ONLY_GIT = frozenset({"status", "diff", "log", "show", "blame", "grep", "ls-files", "rev-parse",
-                           "describe", "shortlog", "whatchanged", "cat-file", "ls-tree"})
-_FIND_WRITES = {"-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fprint0", "-fprintf", "-fls"}
+                           "describe", "shortlog", "cat-file", "ls-tree"})
+# Options with which a reader writes files or runs programs.
+_WRITING_OPTIONS = {
+    "find": ("-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fprint0", "-fprintf", "-fls"),
+    "git": ("--output", "--ext-diff", "-O", "--open-files-in-pager", "-c", "--exec-path", "--git-dir", "--work-tree"),
+    "sort": ("-o", "--output", "--compress-program"),
+    "rg": ("--pre", "--search-zip", "-z"),
+    "grep": ("--file=/dev",),
+}
 
 
 def strictest(*effects: str) -> str:
@@ -130,6 +137,8 @@ def normalise_path(path: str) -> str:
     if not path:
         return path
     normal = posixpath.normpath(path)
+    if normal.startswith("//"):
+        normal = "/" + normal.lstrip("/")  # POSIX keeps a leading //; it names / all the same
     return normal[2:] if normal.startswith("./") else normal
 
 
@@ -150,16 +159,21 @@ def _first_token(key: str, pattern: str) -> str | None:
 
 
 def command_class(command: str) -> str:
+    """`read-only` for a known reader used without options that write or run programs;
+    `mutating` for anything else."""
     words = command.split(" ")
     name = words[0]
+    if name not in READ_ONLY_COMMANDS and name not in ("git", "find"):
+        return "mutating"
+    if name in ("env", "printenv") and any(not w.startswith("-") for w in words[1:]):
+        return "read-only" if name == "printenv" else "mutating"  # `env cmd` runs cmd (decided on its own too)
+    writing = _WRITING_OPTIONS.get(name, ())
+    if any(word.startswith(option) for word in words[1:] for option in writing):
+        return "mutating"
     if name == "git":
         sub = next((w for w in words[1:] if not w.startswith("-")), "")
         return "read-only" if sub in READ_ONLY_GIT else "mutating"
-    if name == "find":
-        return "mutating" if _FIND_WRITES.intersection(words) else "read-only"
-    if name in ("env", "printenv") and len(words) > 1 and not words[1].startswith("-") and "=" not in words[1]:
-        return "read-only" if name == "printenv" else "mutating"  # `env cmd` runs cmd (decided on its own too)
-    return "read-only" if name in READ_ONLY_COMMANDS else "mutating"
+    return "read-only"
 
 
 # ---- the compiled policy -----------------------------------------------------------------
@@ -332,9 +346,10 @@ class EffectivePolicy:
         except TypeError:  # annotations that are not hashable: decide without the cache
             return self._decide(request, trace=None)
         decision = self._decide(request, trace=None)
-        if len(self._cache) >= CACHE_SIZE:
-            self._cache.clear()
-        self._cache[key] = decision
+        if len(request.resource) <= CACHE_RESOURCE_CHARS:
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.clear()
+            self._cache[key] = decision
         return decision
 
     def explain(self, request: Request) -> tuple[Decision, list[Trace]]:
@@ -505,13 +520,7 @@ class EffectivePolicy:
             write = Request(**{**request.__dict__, "action": "file.write", "resource": path})
             parts.append(self._single(write, self._facts(write), trace))
         if parsed.uncertain or not parts:
-            why = "; ".join(parsed.uncertain) or "the line runs nothing"
-            cap = Decision("confirm", ("parser",), f"what this line runs cannot be fully known ({why}), so it is "
-                           "never allowed without confirmation", resource=request.resource,
-                           policy_version=self.compiled.version)
-            if trace is not None:
-                trace.append(Trace("parser", "confirm", True, why))
-            parts.insert(0, cap)  # first, so the line's reason says why when it decides
+            parts.insert(0, self._unknown_part(request, parsed.uncertain, trace))  # first: its reason explains
         effect = strictest(*(part.effect for part in parts))
         deciding = [part for part in parts if part.effect == effect]
         rules = tuple(dict.fromkeys(rule for part in deciding for rule in part.rules))
@@ -520,6 +529,25 @@ class EffectivePolicy:
             _oblige(obligations, part.obligations)
         return Decision(effect, rules, deciding[0].reason, obligations=obligations, parts=tuple(parts),
                         resource=request.resource, policy_version=self.compiled.version)
+
+
+    def _unknown_part(self, request: Request, uncertain: list[str], trace: list[Trace] | None) -> Decision:
+        """What the part of a line that cannot be known gets: never `allow`: at least confirm,
+        or the action's fallback if that is stricter, through the mode check and the overrides
+        like any command (treated as mutating)."""
+        facts = self._facts(request)
+        facts.tool_class = "mutating"
+        mode_denial = self._mode_check(facts, request)
+        if mode_denial is not None:
+            return mode_denial
+        why = "; ".join(uncertain) or "the line runs nothing"
+        policy = self.compiled.policy
+        effect = strictest("confirm", policy.defaults.get("command.exec", policy.default))
+        if trace is not None:
+            trace.append(Trace("parser", effect, True, why))
+        cap = Decision(effect, ("parser",), f"what this line runs cannot be fully known ({why}), so it is never "
+                       "allowed without a person", resource=request.resource, policy_version=self.compiled.version)
+        return self._apply_overrides(cap, facts, request, trace)
 
 
 def _past(effect: str) -> str:

@@ -6,6 +6,7 @@ add, removal and expiry records an `override.*` event.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,12 +21,13 @@ from corral.events.recorder import record_event
 from corral.identity.access import Principal
 from corral.policy.schema import Policy
 from corral.store.tables import overrides as overrides_table
+from corral.store.tables import teams, users
 
 MAX_TTL = timedelta(days=7)  # an override is for an incident; a lasting change is a policy proposal
-_SCOPE = re.compile(r"^(org|\*|team:\S+|user:\S+)$")
+_SCOPE = re.compile(r"^(org|\*|team:[a-z0-9][a-z0-9._-]{0,99}|user:[^@\s*]+@[^@\s*]+)$")
 # kind: (what --target names, the parameters it takes and their types)
 KINDS: dict[str, tuple[str, dict[str, type]]] = {
-    "switch_profile": ("a profile", {"to": str}),
+    "switch_profile": ("a profile", {"to": str}),  # to: one of the profile's own fallbacks
     "limit_workload": ("who: org, team:NAME or user:EMAIL",
                        {"max_tokens": int, "concurrency": int, "denied_modes": list}),
     "tighten_approvals": ("who: org, team:NAME or user:EMAIL", {}),
@@ -34,6 +36,10 @@ KINDS: dict[str, tuple[str, dict[str, type]]] = {
     "disable_server": ("an MCP server", {}),
     "read_only": ("who: org, team:NAME or user:EMAIL", {}),
 }
+
+
+_DESCRIBED = {int: "a positive whole number", float: "a positive number", str: "a non-empty text",
+              list: "a non-empty list of names"}
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ class Override:
             return True
         if kind == "team":
             return name in teams
-        return kind == "user" and name == email
+        return kind == "user" and name == email.lower()
 
 
 def check_override(kind: str, target: str, params: dict[str, Any], policy: Policy) -> dict[str, Any]:
@@ -75,18 +81,23 @@ def check_override(kind: str, target: str, params: dict[str, Any], policy: Polic
         expected = accepted[name]
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, expected) or isinstance(value, bool) or (expected is not list and value <= 0):
-            raise InvalidRequest(f"{kind}: {name} must be a positive {expected.__name__}")
+        if expected is list:
+            valid = isinstance(value, list) and bool(value) and all(isinstance(item, str) for item in value)
+        elif expected is str:
+            valid = isinstance(value, str) and bool(value.strip())
+        else:
+            valid = isinstance(value, expected) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        if not valid:
+            raise InvalidRequest(f"{kind}: {name} must be {_DESCRIBED[expected]}")
         clean[name] = value
     if kind == "switch_profile":
         if target not in policy.profiles:
             raise InvalidRequest(f"no profile named {target!r}; profiles are {', '.join(policy.profiles) or 'none'}")
-        targets = policy.profiles[target].targets
-        to = clean.get("to")
-        if to is None and len(targets) < 2:
-            raise InvalidRequest(f"profile {target!r} has no fallback target; say where to send it with to=PROVIDER/MODEL")
-        if to is not None and to.split("/", 1)[0] not in policy.providers:
-            raise InvalidRequest(f"{to!r} is not PROVIDER/MODEL with a provider of the policy")
+        fallbacks = policy.profiles[target].targets[1:]
+        if not fallbacks:
+            raise InvalidRequest(f"profile {target!r} has no fallback target; add one to the policy's profile first")
+        if clean.get("to") is not None and clean["to"] not in fallbacks:
+            raise InvalidRequest(f"to must be one of the fallback targets of {target!r}: {', '.join(fallbacks)}")
     elif kind == "disable_tool":
         if not re.match(r"^[^/\s]+/\S+$", target):
             raise InvalidRequest(f"disable_tool needs a server/tool target (a glob, like tracker/delete_*), not {target!r}")
@@ -121,14 +132,31 @@ async def add_override(connection: AsyncConnection, actor: Principal, policy: Po
         raise InvalidRequest("an override lasts from 1 minute to 7 days; make lasting changes with `corral policy propose`")
     if not reason.strip():
         raise InvalidRequest("say why with -m: the reason is part of the record")
-    clean = check_override(kind, target.strip(), params, policy)
+    target = target.strip()
+    if target.startswith(("team:", "user:")):
+        target = target.lower()
+    clean = check_override(kind, target, params, policy)
+    await _check_exists(connection, target)
     now = utcnow()
-    values = dict(kind=kind, target=target.strip(), params=clean, reason=reason.strip(), created_by=actor.email,
+    values = dict(kind=kind, target=target, params=clean, reason=reason.strip(), created_by=actor.email,
                   created_at=now, expires_at=now + ttl)
     result = await connection.execute(insert(overrides_table).values(**values))
     override = Override(id=result.inserted_primary_key[0], **values)
     await _event(connection, actor.email, actor.team, "override.added", override)
     return override
+
+
+async def _check_exists(connection: AsyncConnection, target: str) -> None:
+    """An override for a team or person nobody has would silently do nothing: refuse it."""
+    kind, _, name = target.partition(":")
+    if kind == "team":
+        found = (await connection.execute(select(teams.c.id).where(teams.c.name == name))).first()
+    elif kind == "user":
+        found = (await connection.execute(select(users.c.id).where(users.c.email == name))).first()
+    else:
+        return
+    if found is None:
+        raise InvalidRequest(f"no {'team' if kind == 'team' else 'user'} {name!r}; check `corral admin {kind} list`")
 
 
 async def remove_override(connection: AsyncConnection, actor: Principal, override_id: int) -> Override:

@@ -223,6 +223,7 @@ class PolicyError(Exception):
 
 
 Path_ = tuple[str | int, ...]
+MAX_NESTING = 20
 
 
 def load_policy(text: str, source: str = "<policy>") -> Policy:
@@ -230,6 +231,7 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
     marks: dict[Path_, tuple[int, int]] = {(): (1, 1)}
     problems: list[Problem] = []
     try:
+        _check_structure(text, source)
         loader = yaml.SafeLoader(text)
         try:
             node = loader.get_single_node()
@@ -240,7 +242,7 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
         mark = error.problem_mark or error.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise PolicyError(source, [Problem(line, column, f"not valid YAML: {error.problem or error}")]) from None
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, RecursionError) as error:
         raise PolicyError(source, [Problem(1, 1, f"not valid YAML: {error}")]) from None
     if not isinstance(data, dict):
         raise PolicyError(source, [Problem(1, 1, "a policy is a mapping that starts with `version: 1`")])
@@ -265,6 +267,24 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
     if problems:
         raise PolicyError(source, problems)
     return policy
+
+
+def _check_structure(text: str, source: str) -> None:
+    """Refuse anchors and aliases (an alias bomb takes minutes to expand; a policy needs none)
+    and nesting deeper than any policy has, before anything is built."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        mark = event.start_mark
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise PolicyError(source, [Problem(mark.line + 1, mark.column + 1, "anchors and aliases (&name, *name) "
+                                               "are not allowed in a policy: write the values out")])
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise PolicyError(source, [Problem(mark.line + 1, mark.column + 1,
+                                                   f"nested deeper than {MAX_NESTING} levels")])
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
 
 
 def _positions(node: yaml.Node, path: Path_, marks: dict[Path_, tuple[int, int]], problems: list[Problem]) -> None:

@@ -122,8 +122,9 @@ async def active_version(connection: AsyncConnection) -> Version | None:
     return _version(row) if row else None
 
 
-async def get_version(connection: AsyncConnection, version_id: int) -> Version:
-    row = (await connection.execute(select(policy_versions).where(policy_versions.c.id == version_id))).first()
+async def get_version(connection: AsyncConnection, version_id: int, for_update: bool = False) -> Version:
+    query = select(policy_versions).where(policy_versions.c.id == version_id)
+    row = (await connection.execute(query.with_for_update() if for_update else query)).first()
     if row is None:
         raise NotFound(f"no policy version {version_id}; `corral policy history` lists them")
     return _version(row)
@@ -231,9 +232,19 @@ async def status_of(connection: AsyncConnection, version: Version) -> dict[str, 
         return {"changed_sections": changed,
                 "missing": missing_approvals(rules, changed, version.author_email, people)}
     if version.emergency:
-        reviewed = len({v["email"] for v in given if v["verdict"] == "review"})
-        return {"reviews": reviewed, "reviews_needed": max(0, EMERGENCY_REVIEWS - reviewed)}
+        replaced = await _replaced_by_emergency(connection, version)
+        judging = replaced.policy if replaced else version.policy
+        reviewers = await approvers_of(connection, [v["email"] for v in given if v["verdict"] == "review"], judging)
+        counted = [p for p in reviewers if _may_review(judging.approvals, p, version)]
+        return {"reviews": len(counted), "reviews_needed": max(0, EMERGENCY_REVIEWS - len(counted))}
     return {}
+
+
+def _may_review(rules: Approvals, person: Approver, version: Version) -> bool:
+    """Who may review an emergency activation: an approver other than the one who activated
+    it, and other than its author unless authors may approve."""
+    return (not person.disabled and may_approve(rules, person) and person.email != version.activated_by
+            and (rules.author_may_approve or person.email != version.author_email))
 
 
 async def approve(connection: AsyncConnection, actor: Principal, version_id: int, comment: str) -> Version:
@@ -246,8 +257,9 @@ async def approve(connection: AsyncConnection, actor: Principal, version_id: int
     if not may_approve(rules, me):
         raise Forbidden(f"only {' or '.join(rules.approvers)} may approve policy changes")
     if version.status == "active" and version.emergency:
-        if actor.email == version.activated_by:
-            raise Forbidden("the person who activated an emergency change cannot review it")
+        if not _may_review(rules, me, version):
+            raise Forbidden("an emergency change is reviewed by approvers other than the person who activated it "
+                            "and its author")
         return await _verdict(connection, actor, version, "review", comment, "policy.emergency_reviewed")
     if version.status != "proposed":
         raise Conflict(f"v{version_id} is {version.status}; only a proposal can be approved")
@@ -265,7 +277,7 @@ async def _replaced_by_emergency(connection: AsyncConnection, version: Version) 
 
 
 async def reject(connection: AsyncConnection, actor: Principal, version_id: int, comment: str) -> Version:
-    version = await get_version(connection, version_id)
+    version = await get_version(connection, version_id, for_update=True)
     if version.status != "proposed":
         raise Conflict(f"v{version_id} is {version.status}; only a proposal can be rejected")
     if not comment.strip():
@@ -296,7 +308,7 @@ async def _verdict(connection: AsyncConnection, actor: Principal, version: Versi
 
 async def activate(connection: AsyncConnection, actor: Principal, version_id: int, emergency: bool = False,
                    message: str = "") -> Version:
-    version = await get_version(connection, version_id)
+    version = await get_version(connection, version_id, for_update=True)  # a reject waits for us, or we for it
     if version.status != "proposed":
         raise Conflict(f"v{version_id} is {version.status}; only a proposal can be activated")
     active = await active_version(connection)
@@ -318,11 +330,13 @@ async def activate(connection: AsyncConnection, actor: Principal, version_id: in
                                  .values(status="retired", closed_at=now))
     try:
         async with connection.begin_nested():
-            await connection.execute(
+            changed = await connection.execute(
                 update(policy_versions).where(policy_versions.c.id == version_id, policy_versions.c.status == "proposed")
                 .values(status="active", activated_at=now, activated_by=actor.email, emergency=emergency))
     except IntegrityError:
         raise Conflict("another policy version was activated at the same moment; try again") from None
+    if changed.rowcount != 1:  # rejected meanwhile: raising rolls the retirement back too
+        raise Conflict(f"v{version_id} changed while it was being activated; look at `corral policy history`")
     await _event(connection, actor, "policy.activated", version_id, previous=active.id if active else None,
                  emergency=emergency, message=message.strip() or version.message)
     return await get_version(connection, version_id)

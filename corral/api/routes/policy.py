@@ -4,6 +4,7 @@ person the chain admits; deciding needs `gateway` or `read`."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -12,12 +13,13 @@ from pydantic import Field
 
 from corral.api.auth import authenticate
 from corral.api.bodies import Strict
-from corral.errors import Forbidden, InvalidRequest
+from corral.errors import Forbidden, InvalidRequest, Unavailable
 from corral.events.model import Event, utcnow
 from corral.identity import directory
 from corral.identity.access import Principal
 from corral.policy import overrides, versions
-from corral.policy.engine import Decision, Request as DecisionRequest, Subject, Trace
+from corral.policy.commands import CACHED_LINE_CHARS
+from corral.policy.engine import Decision, EffectivePolicy, Request as DecisionRequest, Subject, Trace
 from corral.policy.overrides import MAX_TTL, Override
 from corral.policy.schema import ACTIONS
 from corral.policy.versions import Version
@@ -27,6 +29,7 @@ Caller = Annotated[Principal, Depends(authenticate)]
 VersionId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 CHANGERS = ("admin", "approver")  # who may propose, restore and activate
 RESPONDERS = ("admin", "sre")  # who may add and remove overrides
+DECIDE_TIMEOUT_S = 10.0
 
 
 class ProposalIn(Strict):
@@ -62,7 +65,7 @@ class TaskIn(Strict):
 
 class DecideIn(Strict):
     action: str = Field(description=f"one of {', '.join(ACTIONS)}")
-    resource: str = Field(min_length=1, max_length=64 * 1024)
+    resource: str = Field(min_length=1, max_length=16 * 1024)
     user: str | None = Field(None, max_length=320, description="decide as this user (admins and auditors)")
     mode: str | None = Field(None, max_length=64)
     client: str | None = Field(None, max_length=50)
@@ -228,6 +231,21 @@ async def remove_override(request: Request, override_id: VersionId, caller: Call
 # ---- deciding ---------------------------------------------------------------------------------
 
 
+async def _decided(effective: EffectivePolicy, asked: DecisionRequest, explain: bool
+                   ) -> tuple[Decision, list[Trace] | None]:
+    """Decide; a long command line is parsed off the event loop, so it cannot stall others."""
+    def work() -> tuple[Decision, list[Trace] | None]:
+        return effective.explain(asked) if explain else (effective.decide(asked), None)
+
+    if len(asked.resource) <= CACHED_LINE_CHARS:
+        return work()
+    try:
+        async with asyncio.timeout(DECIDE_TIMEOUT_S):
+            return await asyncio.to_thread(work)
+    except TimeoutError:
+        raise Unavailable("deciding took too long; try again, or split the command line") from None
+
+
 def _trace(line: Trace) -> dict[str, Any]:
     return {"rule": line.rule, "effect": line.effect, "matched": line.matched, "why": line.why}
 
@@ -252,13 +270,10 @@ async def decide(request: Request, body: DecideIn, caller: Caller) -> dict[str, 
                             tool_annotations=body.tool_annotations,
                             task_requests=body.task.requests if body.task else None,
                             task_cost_usd=body.task.cost_usd if body.task else None, now=utcnow())
-    decision: Decision
-    if body.explain:
-        decision, trace = effective.explain(asked)
-        answer = {**decision.as_dict(), "trace": [_trace(line) for line in trace]}
-    else:
-        decision = effective.decide(asked)
-        answer = decision.as_dict()
+    decision, trace = await _decided(effective, asked, body.explain)
+    answer = decision.as_dict()
+    if trace is not None:
+        answer["trace"] = [_trace(line) for line in trace]
     corral.recorder.emit(Event(
         kind="policy.decided", action=body.action, user_email=subject.email, team=subject.teams[0] if subject.teams else None,
         key_id=caller.key_id, client=body.client, mode=body.mode, resource=body.resource[:2000],
