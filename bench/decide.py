@@ -1,7 +1,8 @@
 """How fast the policy engine decides, in-process, for a 500-rule policy.
 
 Prints the machine, then per kind of decision (tool call, LLM request, simple command, compound
-command) the decisions per second and p50/p99 latency: cold (every decision worked out in full,
+command with && || ; | and redirections, lines with loops, conditionals, substitutions or
+here-documents, which need the full bashlex parse) the decisions per second and p50/p99 latency: cold (every decision worked out in full,
 caches emptied), side by side with the same decisions against the 7-rule demo policy (baseline),
 warm (agents repeat themselves: decisions and parsed lines come from the caches), and, for
 commands, parsing the line with bashlex alone (what a parser-only design would pay). Targets
@@ -62,8 +63,10 @@ def workload(rng: random.Random) -> dict[str, list[Request]]:
     simple = ["ls -la", "npm test", "git status", "make sub12 build", "rm -rf /tmp/x", "pytest -q tests",
               "docker sub4 run", "cat README.md"]
     compound = ["ls && rm -rf /", "git status | grep x && npm test", "cd app && make sub12 all > build.log",
-                "bash -c 'git diff; git push --force origin main'", "for f in *.py; do python $f; done",
+                "bash -c 'git diff; git push --force origin main'", "make all 2>&1 | tee build.log",
                 "find . -name '*.pyc' | xargs rm -f"]
+    shell = ["for f in *.py; do python $f; done", "if [ -f x ]; then rm -rf build; fi",
+             "echo $(git rev-parse HEAD) > rev.txt", "cat <<EOF > notes.txt\nhello\nEOF"]
     return {
         "tool call": [Request("tool.call", f"srv{rng.randrange(30)}/op{rng.randrange(200)}", rng.choice(people))
                       for _ in range(ROUNDS)],
@@ -72,6 +75,8 @@ def workload(rng: random.Random) -> dict[str, list[Request]]:
         "simple command": [Request("command.exec", rng.choice(simple), rng.choice(people)) for _ in range(ROUNDS)],
         "compound command": [Request("command.exec", rng.choice(compound), rng.choice(people), mode="code")
                              for _ in range(ROUNDS // 4)],
+        "shell syntax": [Request("command.exec", rng.choice(shell), rng.choice(people), mode="code")
+                         for _ in range(ROUNDS // 10)],
     }
 
 
