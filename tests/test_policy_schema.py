@@ -74,3 +74,8 @@ def test_every_yaml_example_in_the_policy_doc_loads():
     for example in examples:
         load_policy(example, "docs/policy.md")
     assert examples[0] == DEMO_TEXT.split("\n", 2)[2]  # the doc shows the demo policy, comments and all
+
+
+def test_the_issue_example_validates_verbatim():
+    policy = load_policy((Path(__file__).parent / "policies/issue-3-example.yaml").read_text(), "example.yaml")
+    assert len(policy.rules) == 7 and set(policy.profiles) == {"dev-fast", "release-safe"}

@@ -15,7 +15,7 @@ import bashlex
 
 MAX_DEPTH = 8  # nested `bash -c` / eval / substitutions before we stop trusting the parse
 # Programs that run a script given with -c (or --command): the script is parsed like a line.
-SHELLS = {"sh", "bash", "zsh", "dash", "ksh", "mksh", "ash", "busybox", "su", "runuser", "script"}
+SHELLS = {"sh", "bash", "zsh", "dash", "ksh", "mksh", "ash", "su", "runuser", "script", "flock"}
 _SHELL_OPTIONS_WITH_VALUE = {"-o", "+o", "-O", "+O", "--rcfile", "--init-file", "-s", "--shell", "-g", "--group",
                              "-u", "--user", "-w", "--whitelist-environment"}
 # Wrappers that run the rest of their words as a command: (options taking a value, options that
@@ -46,6 +46,9 @@ WRAPPERS: dict[str, tuple[frozenset[str], frozenset[str], int]] = {
         ("flock", "-w --timeout -E --conflict-exit-code", "-s --shared -x --exclusive -u --unlock -n --nonblock "
                   "-o --close -F --no-fork --verbose", 1),
         ("unshare", "", "-m -u -i -n -p -U -C -T -f --fork -r --map-root-user", 0),
+        ("runuser", "-u --user -g --group -G --supp-group -s --shell -w --whitelist-environment",
+         "-l --login -m -p --preserve-environment --pty", 0),
+        ("busybox", "", "", 0),
     ]
 }
 _REMOTE_OR_WATCHED = {"watch"}  # programs that run their arguments joined as a shell line
@@ -83,6 +86,9 @@ def _parse_into(line: str, result: ParsedLine, depth: int, fast: bool = True) ->
         return
     if not line.strip():
         return
+    if "\r" in line:  # typed into a terminal (as Roo Code does), a carriage return runs what is before it
+        result.uncertain.append("a carriage return inside the line")
+        line = line.replace("\r", "\n")
     plain = _plain_commands(line) if fast else None
     if plain is not None:  # no shell syntax beyond words, quotes, && || ; | and simple redirections
         commands, writes = plain
@@ -94,9 +100,26 @@ def _parse_into(line: str, result: ParsedLine, depth: int, fast: bool = True) ->
         trees = bashlex.parse(line)
     except Exception as error:  # any parser failure, including constructs bashlex lacks: fail closed
         result.uncertain.append(f"cannot parse: {type(error).__name__}")
+        _pieces(line, result, depth)
         return
     for tree in trees:
         _visit(tree, line, result, depth)
+
+
+_SEPARATORS = re.compile(r"[;&|\n]+|\$\(\(|\)\)|\[\[|\]\]|[()]")
+_LEADING_RESERVED = re.compile(r"^\s*(?:(?:time|coproc|!|if|then|else|elif|while|until|do|case|in|esac|fi|done)\s+)+")
+
+
+def _pieces(line: str, result: ParsedLine, depth: int) -> None:
+    """A line bashlex cannot parse stays uncertain (never allowed), but its recognisable pieces
+    are still decided, so an unparseable fragment cannot shield `rm -rf /` from a deny."""
+    for piece in _SEPARATORS.split(line):
+        piece = _LEADING_RESERVED.sub("", piece).strip()
+        if piece and piece != line.strip():
+            scratch = ParsedLine()
+            _parse_into(piece, scratch, depth + 1)
+            result.commands.extend(scratch.commands)
+            result.writes.extend(scratch.writes)
 
 
 def _visit(node: object, source: str, result: ParsedLine, depth: int) -> None:
@@ -104,13 +127,16 @@ def _visit(node: object, source: str, result: ParsedLine, depth: int) -> None:
     if kind == "command":
         _command(node, source, result, depth)
         return
+    if kind == "redirect":  # on a compound command: `{ ls; } > out`, `(x) 2> err`
+        _redirect(node, source, result, depth)
+        return
     for child in _children(node):
         _visit(child, source, result, depth)
 
 
 def _children(node: object) -> list[object]:
     children = list(getattr(node, "parts", None) or [])
-    for name in ("list", "command"):
+    for name in ("list", "command", "redirects"):
         value = getattr(node, name, None)
         if isinstance(value, list):
             children.extend(value)
@@ -126,12 +152,16 @@ def _substitutions(node: object, source: str, result: ParsedLine, depth: int) ->
         if part.kind in ("commandsubstitution", "processsubstitution"):
             _visit(part.command, source, result, depth + 1)
         elif part.kind in ("parameter", "tilde"):
-            expands = True  # ${...} may hide $(...) inside, which bashlex does not parse
+            expands = True
+            if part.kind == "parameter":  # bashlex leaves ${x:-$(cmd)} unparsed: look inside ourselves
+                for inner in _HIDDEN_SUBSTITUTION.findall(source[part.pos[0]:part.pos[1]]):
+                    _parse_into(inner[0] or inner[1], result, depth + 1)
         else:
             expands = _substitutions(part, source, result, depth) or expands
     return expands
 
 
+_HIDDEN_SUBSTITUTION = re.compile(r"\$\((.*)\)|`([^`]*)`", re.S)
 # Unquoted brace expansion ({rm,-rf,/} runs rm -rf /) and globs in a command name are only
 # known when the shell expands them.
 _BRACES = re.compile(r"\{[^{}]*(,|\.\.)[^{}]*\}")
@@ -190,6 +220,8 @@ def _word(node: object, source: str, result: ParsedLine, is_name: bool) -> str:
         return node.word  # type: ignore[attr-defined]
     if _BRACES.search(unquoted) or (is_name and _GLOB.search(unquoted)):
         result.uncertain.append(f"{raw[:40]!r} is only known when the shell expands it")
+    if re.search(r"![^\s=(]", unquoted):  # history expansion, in an interactive terminal
+        result.uncertain.append(f"{raw[:40]!r} recalls an earlier command in a terminal")
     return value
 
 
@@ -248,8 +280,8 @@ def _plain_commands(line: str) -> tuple[list[list[str]], list[str]] | None:
             if char in "<>":
                 if two in (">&", "<&"):
                     duplicate = _DUPLICATE.match(line, index + 2)  # 2>&1: no file involved
-                    if duplicate is None:
-                        return None
+                    if duplicate is None or line[duplicate.end():duplicate.end() + 1] not in ("", " ", ";", "&", "|"):
+                        return None  # >&2file writes the file 2file
                     index = duplicate.end()
                     continue
                 if two in ("<<", "<>", ">|", "<("):
@@ -298,6 +330,7 @@ def _command(node: object, source: str, result: ParsedLine, depth: int) -> None:
         return
     words: list[str] = []
     assignments: list[str] = []
+    stdin_texts: list[str] = []  # here-strings and here-documents given to the command
     name_expands = False
     for part in node.parts:  # type: ignore[attr-defined]
         if part.kind == "word":
@@ -307,14 +340,9 @@ def _command(node: object, source: str, result: ParsedLine, depth: int) -> None:
                 name_expands = True
             words.append(_word(part, source, result, is_name=not words))
         elif part.kind == "redirect":
-            heredoc = getattr(part, "heredoc", None)
-            if heredoc is not None and ("$" in heredoc.value or "`" in heredoc.value):
-                result.uncertain.append("a here-document with substitutions, which are only known when it runs")
-            target = getattr(part, "output", None)
-            if hasattr(target, "word"):
-                _substitutions(target, source, result, depth)
-                if part.type in (">", ">>", ">|", "&>", ">&"):  # `2>&1` has a number, not a word, as target
-                    result.writes.append(_word(target, source, result, is_name=False))
+            fed = _redirect(part, source, result, depth)
+            if fed is not None:
+                stdin_texts.append(fed)
         elif part.kind == "assignment":
             _substitutions(part, source, result, depth)
             assignments.append(part.word.split("=", 1)[0])
@@ -324,26 +352,89 @@ def _command(node: object, source: str, result: ParsedLine, depth: int) -> None:
         result.uncertain.append(f"{assignments[0]}=... set for the command can change what it does")
     if name_expands:
         result.uncertain.append(f"the command name {words[0]!r} is only known when it runs")
-    _simple(words, result, depth)
+    if words and words[0].rsplit("/", 1)[-1] in SHELLS and stdin_texts:
+        for text in stdin_texts:  # bash <<< 'rm -rf /': the shell runs what it is fed
+            _parse_into(text, result, depth + 1)
+    _simple(words, result, depth, fed=bool(stdin_texts))
 
 
-def _simple(words: list[str], result: ParsedLine, depth: int) -> None:
+_INPUT_ONLY = {"<", "<<", "<<-", "<<<", "<&"}
+
+
+def _redirect(node: object, source: str, result: ParsedLine, depth: int) -> str | None:
+    """Record the file a redirection writes and decide what its target runs; return the text it
+    feeds the command (a here-string or here-document), if any."""
+    kind = node.type  # type: ignore[attr-defined]
+    heredoc = getattr(node, "heredoc", None)
+    if heredoc is not None and ("$" in heredoc.value or "`" in heredoc.value):
+        result.uncertain.append("a here-document with substitutions, which are only known when it runs")
+    target = getattr(node, "output", None)
+    if not hasattr(target, "word"):
+        return None  # 2>&1: a file descriptor, not a file
+    _substitutions(target, source, result, depth)
+    text = _word(target, source, result, is_name=False)
+    if kind not in _INPUT_ONLY:
+        result.writes.append(text)  # > >> >| &> &>> >& <>
+    if kind == "<<<":
+        return text
+    if heredoc is not None:
+        return heredoc.value.rsplit("\n", 2)[0] if "\n" in heredoc.value else heredoc.value
+    return None
+
+
+def _simple(words: list[str], result: ParsedLine, depth: int, fed: bool = False) -> None:
+    """Record a simple command and everything it runs in turn: shell scripts, eval, wrapped
+    commands, find -exec. `fed`: the command's input is a here-string or here-document."""
     if not words:
         return
-    name = words[0].rsplit("/", 1)[-1]  # /bin/rm is rm
+    path = words[0]
+    name = path.rsplit("/", 1)[-1]  # /bin/rm is rm
     rest = words[1:]
     result.commands.append(" ".join([name, *rest]))
+    if "/" in path and path.rsplit("/", 1)[0] not in _SYSTEM_DIRECTORIES:
+        result.commands.append(" ".join(words))  # ./ls is not ls: decided as the path too
+    if name in _GLOBAL_OPTIONS:
+        stripped = _after_options(rest, _GLOBAL_OPTIONS[name])
+        if stripped != rest:  # git -C dir push --force is git push --force
+            result.commands.append(" ".join([name, *stripped]))
+    scripts: list[str] = []
     if name in SHELLS:
         scripts = _shell_scripts(rest)
         for script in scripts:
             _parse_into(script, result, depth + 1)
-    elif name == "eval":
-        _parse_into(" ".join(rest), result, depth + 1)
+        if not scripts and not fed and name not in WRAPPERS and not any(not w.startswith("-") for w in rest):
+            result.uncertain.append(f"{name} runs whatever it reads from its input")
+    if name == "eval":
+        _parse_into(" ".join(rest[1:] if rest[:1] == ["--"] else rest), result, depth + 1)
     elif name in _REMOTE_OR_WATCHED:
         _parse_into(" ".join(_after_options(rest, {"-n", "--interval", "-q", "--equexit"})), result, depth + 1)
-    elif name in WRAPPERS:
-        for command in _unwrap(name, rest, result, depth):
+    elif name == "find":
+        for command in _find_commands(rest):
             _simple(command, result, depth + 1)
+    if name in WRAPPERS and not scripts:  # flock -c SCRIPT runs the script, not a command
+        for command in _unwrap(name, rest, result, depth):
+            if name == "xargs" and command:
+                command = [*command, "{input}"]  # xargs adds arguments read from its input
+            _simple(command, result, depth + 1)
+
+
+_SYSTEM_DIRECTORIES = {"", "/bin", "/usr/bin", "/usr/local/bin", "/sbin", "/usr/sbin"}
+# Options before a subcommand (with the ones that take a value), stripped to see the subcommand.
+_GLOBAL_OPTIONS = {"git": {"-C", "-c", "--git-dir", "--work-tree", "--namespace", "--exec-path", "--super-prefix",
+                           "--config-env"},
+                   "terraform": set()}
+
+
+def _find_commands(words: list[str]) -> list[list[str]]:
+    """What `find ... -exec CMD {} ;` (and -execdir, -ok, -okdir) runs."""
+    commands, index = [], 0
+    while index < len(words):
+        if words[index] in ("-exec", "-execdir", "-ok", "-okdir"):
+            end = next((i for i in range(index + 1, len(words)) if words[i] in (";", "+")), len(words))
+            commands.append(words[index + 1:end])
+            index = end
+        index += 1
+    return commands
 
 
 def _shell_scripts(words: list[str]) -> list[str]:
@@ -388,19 +479,21 @@ def _unwrap(wrapper: str, words: list[str], result: ParsedLine, depth: int) -> l
         if word == "--":
             index += 1
             break
-        if wrapper == "env" and (word in ("-S", "--split-string") or word.startswith(("--split-string=", "-S"))):
-            line = word.split("=", 1)[1] if "=" in word else word[2:] if len(word) > 2 and word.startswith("-S") \
-                else (words[index + 1] if index + 1 < len(words) else "")
-            _parse_into(line, result, depth + 1)  # env -S 'cmd args' runs a command line
-            return []
+        if wrapper == "env":
+            split = _split_string(word, words[index + 1] if index + 1 < len(words) else "")
+            if split is not None:  # env -S 'cmd args' runs a command line
+                _parse_into(split, result, depth + 1)
+                return []
         if word.startswith("-") and len(word) > 1:
             option = word.split("=", 1)[0]
-            if "=" in word or option in flags or (option not in with_value and option[:2] in with_value):
-                index += 1  # --opt=value, a flag, or a short option with its value attached (-n5)
+            if "=" in word or option in flags:
+                index += 1
             elif option in with_value:
                 index += 2
+            elif not word.startswith("--") and len(word) > 2:
+                index += _cluster_length(word, with_value, flags)  # -iu root, -n5
             else:
-                readings.append(words[index + 2 + positional:])  # as if the unknown option took a value
+                readings.extend(_unwrap(wrapper, words[index + 2:], result, depth))  # as if it took a value
                 index += 1
             continue
         if wrapper == "env" and "=" in word:
@@ -409,3 +502,24 @@ def _unwrap(wrapper: str, words: list[str], result: ParsedLine, depth: int) -> l
             continue
         break
     return [words[index + positional:], *readings]
+
+
+def _cluster_length(word: str, with_value: frozenset[str], flags: frozenset[str]) -> int:
+    """How many words a cluster of short options (-iu root, -n5) takes: 2 when its last
+    letter takes a value, 1 otherwise (a letter with a value inside takes the rest as it)."""
+    letters = word[1:]
+    for position, letter in enumerate(letters):
+        if f"-{letter}" in with_value:
+            return 2 if position == len(letters) - 1 else 1
+    return 1
+
+
+def _split_string(word: str, following: str) -> str | None:
+    """The command line of `env -S LINE`, `-vS LINE`, `-SLINE`, `--split-string=LINE` or an
+    abbreviation of it (`--sp=LINE`); None if `word` is not that option."""
+    if word.startswith("--s") and "--split-string".startswith(word.split("=", 1)[0]):
+        return word.split("=", 1)[1] if "=" in word else following
+    if word.startswith("-") and not word.startswith("--") and "S" in word:
+        rest = word[word.index("S") + 1:]
+        return rest or following
+    return None
