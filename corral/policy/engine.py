@@ -202,9 +202,14 @@ class CompiledRule:
     order: int
     conditions: tuple[Condition, ...]
     tests: tuple[Callable[[Facts], bool], ...] = ()  # the conditions' tests alone, for speed
+    effect: str = ""
+    obligations: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tests", tuple(test for _, test in self.conditions))
+        object.__setattr__(self, "effect", self.rule.effect)
+        if self.rule.obligations:
+            object.__setattr__(self, "obligations", self.rule.obligations.model_dump(exclude_none=True))
 
     def why_not(self, facts: Facts) -> str | None:
         for text, test in self.conditions:
@@ -366,7 +371,7 @@ class EffectivePolicy:
 
     def _active_overrides(self, request: Request) -> list[Override]:
         now = request.now
-        if now is None:
+        if now is None or not self.overrides:
             return []
         return [o for o in self.overrides if o.active(now)]
 
@@ -396,7 +401,7 @@ class EffectivePolicy:
         """What an LLM request asks for: a profile (routed to its first target, after overrides)
         or `provider/model` directly."""
         if asked in self.compiled.policy.profiles:
-            targets = self._profile_targets(asked, request)
+            targets = self._profile_targets(asked, self._active_overrides(request) if self.overrides else [])
             provider, _, model = targets[0].partition("/")
             return {"profile": asked, "provider": provider, "model": model}
         provider, slash, model = asked.partition("/")
@@ -404,9 +409,9 @@ class EffectivePolicy:
             return {"provider": provider, "model": model}
         return {"model": asked}
 
-    def _profile_targets(self, profile: str, request: Request) -> tuple[str, ...]:
+    def _profile_targets(self, profile: str, active: list[Override]) -> tuple[str, ...]:
         targets = self.compiled.targets(profile)
-        for override in self._active_overrides(request):
+        for override in active:
             if override.kind == "switch_profile" and override.target == profile:
                 to = override.params.get("to")
                 targets = (to,) if to else targets[1:] or targets
@@ -450,13 +455,13 @@ class EffectivePolicy:
             for rule in compiled.rules.get(facts.action, []):
                 why = rule.why_not(facts)
                 trace.append(Trace(rule.rule.id, rule.rule.effect, why is None, why or "every condition holds"))
-        matched = []
+        matched: list[CompiledRule] = []
         for candidate in compiled.candidates(facts):
             for test in candidate.tests:
                 if not test(facts):
                     break
             else:
-                matched.append(candidate.rule)
+                matched.append(candidate)
         if not matched:  # the common case for unlisted actions: the defaults
             defaults = compiled.policy.defaults
             if facts.action in defaults:
@@ -467,17 +472,17 @@ class EffectivePolicy:
             effect = compiled.policy.default
             return Decision(effect, ("default",), f"no rule matched {resource!r}; the policy's default is {effect}",
                             resource=resource, policy_version=compiled.version)
-        effect = max((rule.effect for rule in matched), key=STRICTNESS.__getitem__)
-        deciding = [rule for rule in matched if rule.effect == effect]
+        effect = matched[0].effect if len(matched) == 1 else max((c.effect for c in matched), key=STRICTNESS.__getitem__)
+        deciding = [c for c in matched if c.effect == effect]
         obligations: dict[str, Any] = {}
         if effect != "deny":
-            for rule in matched:
-                if rule.obligations:
-                    _oblige(obligations, rule.obligations.model_dump(exclude_none=True))
-        names = ", ".join(rule.id for rule in deciding)
-        described = next((rule.description for rule in deciding if rule.description), "")
+            for candidate in matched:
+                if candidate.obligations:
+                    _oblige(obligations, candidate.obligations)
+        names = ", ".join(c.rule.id for c in deciding)
+        described = next((c.rule.description for c in deciding if c.rule.description), "")
         reason = f"{_past(effect)} by {'rule' if len(deciding) == 1 else 'rules'} {names} ({resource!r})"
-        return Decision(effect, tuple(rule.id for rule in deciding), reason + (f": {described}" if described else ""),
+        return Decision(effect, tuple(c.rule.id for c in deciding), reason + (f": {described}" if described else ""),
                         obligations=obligations, resource=resource, policy_version=compiled.version)
 
     def _apply_overrides(self, decision: Decision, facts: Facts, request: Request,
@@ -489,10 +494,10 @@ class EffectivePolicy:
         if facts.action == "llm.request" and "profile" in facts.values:
             profile = obligations.get("profile", facts.values["profile"])
             obligations["profile"] = profile
-            obligations["targets"] = list(self._profile_targets(profile, request))
-            max_tokens = self.compiled.policy.profiles[profile].max_tokens if profile in self.compiled.policy.profiles else None
-            if max_tokens:
-                _oblige(obligations, {"max_tokens": max_tokens})
+            obligations["targets"] = list(self._profile_targets(profile, active))
+            found = self.compiled.policy.profiles.get(profile)
+            if found is not None and found.max_tokens:
+                _oblige(obligations, {"max_tokens": found.max_tokens})
         effect, rules, reasons = decision.effect, list(decision.rules), [decision.reason]
         for override in active:
             outcome = _override_effect(override, facts, request)
