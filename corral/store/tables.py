@@ -201,3 +201,39 @@ overrides = Table(
     Column("expiry_recorded", Boolean, nullable=False, default=False),
     Index(None, "expires_at"),
 )
+
+# The audit ledger: append-only (triggers refuse UPDATE and DELETE). A record's leaf is its
+# canonical encoding (corral/audit/records.py, docs/audit.md); `time` is kept as the exact text
+# that was hashed. `audit_head` is one row, the ledger's size: appenders lock it to take
+# positions, so there are no gaps and no duplicates with any number of replicas.
+audit_records = Table(
+    "audit_records",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("time", String(40), nullable=False),
+    Column("actor", String(320), nullable=False),
+    Column("action", String(100), nullable=False),
+    Column("resource", Text, nullable=False),
+    Column("decision", String(16), nullable=True),
+    Column("outcome", String(32), nullable=True),
+    Column("payload_sha256", String(64), nullable=True),
+    Column("leaf_hash", String(64), nullable=False),
+    Index(None, "actor", "seq"),
+    Index(None, "action", "seq"),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("size", BigInteger, nullable=False),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", String(64), nullable=False),
+    Column("note", Text, nullable=False),  # the signed checkpoint, as served
+    Column("created_at", UTCDateTime, nullable=False),
+)

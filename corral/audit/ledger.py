@@ -1,0 +1,144 @@
+"""Appending to the ledger and checking it. The one way anything writes `audit_records`.
+
+`append_records` writes inside the caller's transaction (a control-plane change and its record
+commit together). It takes positions by locking the single `audit_head` row, so appenders on
+any number of replicas get consecutive sequence numbers with no gaps and no duplicates.
+`AuditLog.append` is for the data path: concurrent callers are batched into one transaction
+(group commit, one fsync for many records), and each caller returns only once its record is
+durable. `verify_records` recomputes every leaf and the tree from what is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from corral.audit.merkle import MerkleTree
+from corral.audit.records import AuditRecord
+from corral.store.database import Database
+from corral.store.tables import audit_head, audit_records
+
+log = logging.getLogger("corral.audit")
+APPEND_TIMEOUT_S = 30.0
+READ_BATCH = 10_000
+
+
+async def append_records(connection: AsyncConnection, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+    """Append `records` in the caller's transaction; return them with their sequence numbers."""
+    if not records:
+        return []
+    size = (await connection.execute(
+        select(audit_head.c.size).where(audit_head.c.id == 1).with_for_update())).scalar_one()
+    placed = [replace(record, seq=size + index) for index, record in enumerate(records)]
+    await connection.execute(insert(audit_records), [_row(record) for record in placed])
+    await connection.execute(update(audit_head).where(audit_head.c.id == 1).values(size=size + len(placed)))
+    return placed
+
+
+def _row(record: AuditRecord) -> dict[str, object]:
+    return {"seq": record.seq, "time": record.time, "actor": record.actor, "action": record.action,
+            "resource": record.resource, "decision": record.decision, "outcome": record.outcome,
+            "payload_sha256": record.payload_sha256, "leaf_hash": record.leaf_hash().hex()}
+
+
+def record_of(row: object) -> AuditRecord:
+    return AuditRecord(actor=row.actor, action=row.action, resource=row.resource, decision=row.decision,  # type: ignore[attr-defined]
+                       outcome=row.outcome, payload_sha256=row.payload_sha256, time=row.time, seq=row.seq)  # type: ignore[attr-defined]
+
+
+class AuditLog:
+    """Durable appends with group commit: callers wait until their record is committed."""
+
+    def __init__(self, database: Database, batch_size: int = 1000) -> None:
+        self._database = database
+        self._batch_size = batch_size
+        self._queue: asyncio.Queue[tuple[AuditRecord, asyncio.Future[AuditRecord]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="corral-audit-log")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        while not self._queue.empty():  # nothing acknowledged is lost: the callers are told
+            _, waiting = self._queue.get_nowait()
+            if not waiting.done():
+                waiting.set_exception(RuntimeError("the audit log stopped before this record was written"))
+
+    async def append(self, record: AuditRecord) -> AuditRecord:
+        """Append one record; return it with its sequence number once it is durable."""
+        waiting: asyncio.Future[AuditRecord] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((record, waiting))
+        return await asyncio.wait_for(asyncio.shield(waiting), APPEND_TIMEOUT_S)
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                async with self._database.transaction() as connection:
+                    placed = await append_records(connection, [record for record, _ in batch])
+            except Exception as error:  # every caller in the batch hears of it; nothing is half-written
+                log.exception("appending %d audit records failed", len(batch))
+                for _, waiting in batch:
+                    if not waiting.done():
+                        waiting.set_exception(error)
+                continue
+            for (_, waiting), record in zip(batch, placed):
+                if not waiting.done():
+                    waiting.set_result(record)
+
+
+async def stored_records(connection: AsyncConnection, start: int = 0) -> AsyncIterator[list[object]]:
+    """The stored rows in sequence order, a batch at a time."""
+    position = start
+    while True:
+        rows = list(await connection.execute(
+            select(audit_records).where(audit_records.c.seq >= position).order_by(audit_records.c.seq)
+            .limit(READ_BATCH)))
+        if not rows:
+            return
+        yield rows
+        position = rows[-1].seq + 1
+
+
+@dataclass(frozen=True)
+class Verification:
+    size: int
+    root: bytes
+    problem: str | None = None  # the first thing wrong, naming the record
+    bad_seq: int | None = None
+
+
+async def verify_records(connection: AsyncConnection, progress=None) -> tuple[Verification, MerkleTree]:  # noqa: ANN001
+    """Rebuild every leaf from its record and the tree from the leaves; stop at the first record
+    that is missing, out of place, or whose stored leaf hash does not match its contents."""
+    tree = MerkleTree()
+    head = (await connection.execute(select(audit_head.c.size).where(audit_head.c.id == 1))).scalar_one()
+    async for rows in stored_records(connection):
+        for row in rows:
+            expected = tree.size
+            if row.seq != expected:
+                return Verification(tree.size, tree.root(), f"record {expected} is missing", expected), tree
+            record = record_of(row)
+            computed = record.leaf_hash()
+            if computed.hex() != row.leaf_hash:
+                return Verification(tree.size, tree.root(), f"record {row.seq} does not match its leaf hash: "
+                                    "its contents or its hash were changed", row.seq), tree
+            tree.append(computed)
+        if progress is not None:
+            progress(tree.size, head)
+    if tree.size != head:
+        return Verification(tree.size, tree.root(), f"the ledger's head says {head} records, {tree.size} are stored",
+                            tree.size), tree
+    return Verification(tree.size, tree.root()), tree

@@ -1,0 +1,103 @@
+"""The ledger's storage on each database: consecutive positions under concurrent appends,
+append-only enforced by the database itself, and tampering found and named by verification."""
+
+import asyncio
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from corral.audit.ledger import AuditLog, append_records, verify_records
+from corral.audit.merkle import root_of
+from corral.audit.records import AuditRecord
+from corral.store.database import Database, sync_url
+from corral.store.migrate import upgrade
+
+
+def record(index: int) -> AuditRecord:
+    return AuditRecord(actor=f"user{index % 7}@example.com", action="command.exec", resource=f"make test {index}",
+                       decision="allow", outcome="ok")
+
+
+def run(url, scenario):
+    async def wrapped():
+        database = Database(url)
+        try:
+            return await scenario(database)
+        finally:
+            await database.close()
+    return asyncio.run(wrapped())
+
+
+def test_concurrent_writers_get_consecutive_positions_and_the_ledger_verifies(fresh_database):
+    upgrade(fresh_database)
+
+    async def scenario(database):
+        log = AuditLog(database)
+        log.start()
+        try:
+            async def writer(number):
+                return [await log.append(record(number * 1000 + i)) for i in range(40)]
+            placed = [r for batch in await asyncio.gather(*(writer(n) for n in range(8))) for r in batch]
+            async with database.transaction() as connection:  # and one in a caller's own transaction
+                placed += await append_records(connection, [record(9000), record(9001)])
+        finally:
+            await log.stop()
+        async with database.read() as connection:
+            verification, tree = await verify_records(connection)
+        return placed, verification, tree
+
+    placed, verification, tree = run(fresh_database, scenario)
+    assert sorted(r.seq for r in placed) == list(range(322))
+    assert verification.problem is None and verification.size == 322
+    by_seq = sorted(placed, key=lambda r: r.seq)
+    assert verification.root == root_of([r.leaf_hash() for r in by_seq])
+
+
+@pytest.mark.parametrize("statement", ["UPDATE audit_records SET outcome = 'ok' WHERE seq = 0",
+                                       "DELETE FROM audit_records WHERE seq = 0",
+                                       "UPDATE audit_checkpoints SET root = 'x'",
+                                       "DELETE FROM audit_checkpoints"])
+def test_the_database_refuses_to_change_or_delete_ledger_rows(fresh_database, statement):
+    upgrade(fresh_database)
+
+    async def scenario(database):
+        async with database.transaction() as connection:
+            await append_records(connection, [record(0)])
+            await connection.execute(text(
+                "INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES (1, 'r', 'n', CURRENT_TIMESTAMP)"))
+
+    run(fresh_database, scenario)
+    engine = create_engine(sync_url(fresh_database))
+    try:
+        with pytest.raises(Exception, match="append-only"):
+            with engine.begin() as connection:
+                connection.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+def test_a_record_changed_behind_corrals_back_is_named_by_verification(fresh_database):
+    upgrade(fresh_database)
+
+    async def scenario(database):
+        async with database.transaction() as connection:
+            await append_records(connection, [record(i) for i in range(50)])
+
+    run(fresh_database, scenario)
+    engine = create_engine(sync_url(fresh_database))
+    try:  # the database's own client, as an administrator with the trigger out of the way
+        with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                connection.execute(text("DROP TRIGGER audit_records_append_only ON audit_records"))
+            else:
+                connection.execute(text("DROP TRIGGER audit_records_no_update"))
+            connection.execute(text("UPDATE audit_records SET resource = 'make harmless' WHERE seq = 37"))
+    finally:
+        engine.dispose()
+
+    async def check(database):
+        async with database.read() as connection:
+            return (await verify_records(connection))[0]
+
+    verification = run(fresh_database, check)
+    assert verification.bad_seq == 37 and "record 37" in verification.problem
