@@ -135,3 +135,21 @@ def test_bad_arguments_are_refused():
         tree.consistency_proof(4, 3)
     assert not verify_inclusion(leaves(1)[0], 0, 0, [], EMPTY_ROOT)
     assert verify_consistency(0, 5, EMPTY_ROOT, tree.root(), [])
+
+
+def test_published_vectors():
+    vectors = json.loads(VECTORS.read_text())
+    hashes = [leaf_hash(bytes.fromhex(leaf)) for leaf in vectors["leaves"]]
+    tree = MerkleTree(hashes)
+    for case in vectors["roots"]:
+        assert tree.root(case["tree_size"]).hex() == case["root"]
+    for case in vectors["inclusion_proofs"]:
+        proof = [bytes.fromhex(h) for h in case["proof"]]
+        index, size = case["leaf_index"], case["tree_size"]
+        assert tree.inclusion_proof(index, size) == proof
+        assert verify_inclusion(hashes[index], index, size, proof, tree.root(size))
+    for case in vectors["consistency_proofs"]:
+        proof = [bytes.fromhex(h) for h in case["proof"]]
+        old, new = case["size1"], case["size2"]
+        assert tree.consistency_proof(old, new) == proof
+        assert verify_consistency(old, new, tree.root(old), tree.root(new), proof)

@@ -51,13 +51,44 @@ def test_malformed_checkpoints_are_refused(text):
         Checkpoint.parse(text)
 
 
-@pytest.mark.skipif(not VECTORS.exists(), reason="no signed-note vectors collected")
-def test_published_signed_note_vectors():
-    vectors = json.loads(VECTORS.read_text())
-    for case in vectors.get("cases", [vectors]):
-        verifier = Verifier.parse(case["verifier_key"])
-        assert open_note(case["signed_note"], [verifier]) == case["text"]
-        if case.get("signer_key"):
-            signer = Signer.parse(case["signer_key"])
-            assert signer.verifier == verifier
-            assert signer.sign(case["text"]) == case["signed_note"]  # Ed25519 is deterministic
+VECTOR_SET = json.loads(VECTORS.read_text())
+VERIFIERS = {key["name"]: Verifier.parse(key["verifier_key"]) for key in VECTOR_SET["keys"]}
+
+
+@pytest.mark.parametrize("case", VECTOR_SET["signed_notes"], ids=lambda case: case["id"])
+def test_published_signed_notes_open(case):
+    assert open_note(case["signed_note"], [VERIFIERS[name] for name in case["signers"]]) == case["text"]
+    assert open_note(case["signed_note"], [VERIFIERS[case["signers"][0]]]) == case["text"]  # others' are skipped
+
+
+def test_signing_reproduces_the_published_note_exactly():
+    peter = next(key for key in VECTOR_SET["keys"] if key["name"] == "PeterNeumann")
+    signer = Signer.parse(peter["signer_key"])
+    assert str(signer.verifier) == peter["verifier_key"]
+    case = VECTOR_SET["signed_notes"][0]
+    assert signer.sign(case["text"]) == case["signed_note"]
+
+
+@pytest.mark.parametrize("case", [c for c in VECTOR_SET["negative_notes"]["cases"] if "signed_note" in c
+                                  and "SUCCEED" not in c["desc"]], ids=lambda case: case["desc"][:40])
+def test_published_bad_notes_do_not_open(case):
+    with pytest.raises(NoteError):
+        open_note(case["signed_note"], [VERIFIERS["PeterNeumann"]])
+
+
+@pytest.mark.parametrize("key", VECTOR_SET["bad_verifier_keys"]["keys"], ids=lambda key: key["why"])
+def test_published_bad_verifier_keys_are_refused(key):
+    with pytest.raises(NoteError):
+        Verifier.parse(key["key"])
+
+
+def test_the_sumdb_checkpoint_parses():
+    case = next(c for c in VECTOR_SET["signed_notes"] if c["id"] == "sumdb-checkpoint")
+    checkpoint = Checkpoint.parse(open_note(case["signed_note"], [VERIFIERS["sum.golang.org"]]))
+    assert checkpoint.origin == "go.sum database tree" and checkpoint.size == 6476701
+
+
+def test_unknown_and_duplicate_signatures_do_not_spoil_a_note():
+    case = next(c for c in VECTOR_SET["negative_notes"]["cases"] if "SUCCEED" in c["desc"])
+    text = VECTOR_SET["signed_notes"][0]["text"]
+    assert open_note(case["signed_note"], [VERIFIERS["PeterNeumann"]]) == text

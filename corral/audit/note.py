@@ -87,7 +87,7 @@ class Signer:
     @classmethod
     def parse(cls, text: str) -> "Signer":
         """`PRIVATE+KEY+name+hexid+base64(0x01 || seed)`, the x/mod/sumdb/note signer format."""
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 4)  # base64 has '+' in it too
         if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
             raise NoteError("a signing key is PRIVATE+KEY+NAME+HEXID+BASE64KEY")
         try:
@@ -119,8 +119,8 @@ class Signer:
 
 
 def _check_text(text: str) -> bytes:
-    if not text.endswith("\n") or "\n\n" in text:
-        raise NoteError("a note's text ends with one newline and has no blank lines")
+    if not text.endswith("\n"):
+        raise NoteError("a note's text ends with a newline")
     if any(ord(char) < 0x20 and char != "\n" for char in text):
         raise NoteError("a note's text has no control characters but newlines")
     return text.encode()
@@ -137,9 +137,11 @@ def open_note(signed: str, verifiers: list[Verifier]) -> str:
     lines = block.split("\n")
     if lines[-1] != "":
         raise NoteError("a signed note ends with a newline")
+    if len(lines) - 1 > MAX_SIGNATURES:
+        raise NoteError(f"a signed note has at most {MAX_SIGNATURES} signatures")
     known = {(v.name, v.id): v for v in verifiers}
     verified = 0
-    for line in lines[:-1][:MAX_SIGNATURES]:
+    for line in lines[:-1]:
         match = _SIGNATURE_LINE.match(line)
         if match is None:
             raise NoteError(f"not a signature line: {line[:80]!r}")
