@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     org_name: str = "Corral"
     policy: Path | None = None  # the policy file installed at first start
+    signing_key: SecretStr | None = None  # PRIVATE+KEY+... (Ed25519); default: data_dir/signing.key
+    audit_origin: str = Field("corral/audit", pattern=r"^[^\s+]+$", max_length=200)
+    checkpoint_seconds: float = Field(10.0, ge=0.05, le=3600)
 
     @field_validator("database_url")
     @classmethod
@@ -65,6 +68,18 @@ class Settings(BaseSettings):
 
         if value is not None and not is_well_formed(value.get_secret_value()):
             raise ValueError("is not a Corral key (ck_...); generate one with `corral keygen`")
+        return value
+
+    @field_validator("signing_key")
+    @classmethod
+    def _valid_signing_key(cls, value: SecretStr | None) -> SecretStr | None:
+        from corral.audit.note import NoteError, Signer
+
+        if value is not None:
+            try:
+                Signer.parse(value.get_secret_value())
+            except NoteError as error:
+                raise ValueError(f"is not an Ed25519 signing key: {error}") from None
         return value
 
     @model_validator(mode="after")

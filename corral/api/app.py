@@ -21,10 +21,14 @@ from corral.api.errors import install_error_handlers
 from corral.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from corral.api.routes import events as events_routes
 from corral.api.routes import health, identity
+from corral.api.routes import audit as audit_routes
 from corral.api.routes import policy as policy_routes
 from corral.events.recorder import EventRecorder
 from corral.identity.bootstrap import ensure_admin
 from corral.identity.oidc import OidcVerifier
+from corral.audit.checkpoints import Checkpointer, load_signer
+from corral.audit.ledger import AuditLog
+from corral.audit.note import NoteError, Signer
 from corral.errors import ConfigError
 from corral.policy import versions
 from corral.policy.active import PolicyState
@@ -45,10 +49,13 @@ class Corral:
     recorder: EventRecorder
     oidc: OidcVerifier | None
     policy: PolicyState
+    audit: AuditLog
+    checkpointer: Checkpointer
 
 
 async def _prepare(settings: Settings, demo: bool) -> str | None:
     await asyncio.to_thread(upgrade, settings.resolved_database_url)
+    _signer(settings)  # made (into the data dir) or checked before anything is served
     database = Database(settings.resolved_database_url)
     try:
         admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
@@ -87,6 +94,14 @@ async def install_first_policy(database: Database, path: Path | None, demo: bool
                             "`corral policy propose %s -m WHY`.", active.id, path)
 
 
+def _signer(settings: Settings) -> Signer:
+    configured = settings.signing_key.get_secret_value() if settings.signing_key else None
+    try:
+        return load_signer(configured, settings.data_dir, settings.audit_origin)
+    except (NoteError, OSError) as error:
+        raise ConfigError(f"CORRAL_SIGNING_KEY / CORRAL_AUDIT_ORIGIN: {error}") from None
+
+
 def prepare(settings: Settings, demo: bool = False) -> str | None:
     """Migrate the database and make sure an admin exists; return a newly made admin key."""
     return asyncio.run(_prepare(settings, demo))
@@ -114,15 +129,22 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.oidc_issuer and settings.oidc_audience:
             oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url,
                                 settings.oidc_jwks_min_refresh_seconds)
-        app.state.corral = Corral(settings=settings, database=database, recorder=recorder, oidc=oidc,
-                                  policy=PolicyState(database))
+        signer = _signer(settings)
+        corral = Corral(settings=settings, database=database, recorder=recorder, oidc=oidc,
+                        policy=PolicyState(database), audit=AuditLog(database),
+                        checkpointer=Checkpointer(database, signer, settings.checkpoint_seconds))
+        app.state.corral = corral
         recorder.start()
-        sweeper = asyncio.create_task(_sweep_overrides(database, app.state.corral.policy))
+        corral.audit.start()
+        corral.checkpointer.start()
+        sweeper = asyncio.create_task(_sweep_overrides(database, corral.policy))
         try:
             yield
         finally:
             sweeper.cancel()
             await asyncio.gather(sweeper, return_exceptions=True)
+            await corral.checkpointer.stop()
+            await corral.audit.stop()
             await recorder.stop()
             await database.close()
 
@@ -137,6 +159,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(identity.router, prefix="/api/v1")
     app.include_router(events_routes.router, prefix="/api/v1")
     app.include_router(policy_routes.router, prefix="/api/v1")
+    app.include_router(audit_routes.router, prefix="/api/v1")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

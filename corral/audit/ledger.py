@@ -5,21 +5,26 @@ commit together). It takes positions by locking the single `audit_head` row, so 
 any number of replicas get consecutive sequence numbers with no gaps and no duplicates.
 `AuditLog.append` is for the data path: concurrent callers are batched into one transaction
 (group commit, one fsync for many records), and each caller returns only once its record is
-durable. `verify_records` recomputes every leaf and the tree from what is stored.
+durable. `record_change` is how control-plane changes are recorded: event and audit record together.
+`verify_records` recomputes every leaf and the tree from what is stored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
+from hashlib import sha256
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from corral.audit.merkle import MerkleTree
 from corral.audit.records import AuditRecord
+from corral.events.model import Event
+from corral.events.recorder import record_event
 from corral.store.database import Database
 from corral.store.tables import audit_head, audit_records
 
@@ -38,6 +43,18 @@ async def append_records(connection: AsyncConnection, records: Sequence[AuditRec
     await connection.execute(insert(audit_records), [_row(record) for record in placed])
     await connection.execute(update(audit_head).where(audit_head.c.id == 1).values(size=size + len(placed)))
     return placed
+
+
+async def record_change(connection: AsyncConnection, event: Event) -> AuditRecord:
+    """Record a control-plane change: its event, and its audit record, in the caller's
+    transaction, so the change, the event and the record commit together or not at all. The
+    record keeps the SHA-256 of the event's attributes (the payload), not the attributes."""
+    await record_event(connection, event)
+    payload = json.dumps(event.attributes, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    record = AuditRecord(actor=event.user_email or "corral", action=event.action or event.kind,
+                         resource=event.resource or "", decision=event.decision, outcome=event.outcome,
+                         payload_sha256=sha256(payload.encode("utf-8", "surrogatepass")).hexdigest())
+    return (await append_records(connection, [record]))[0]
 
 
 def _row(record: AuditRecord) -> dict[str, object]:

@@ -22,6 +22,14 @@ class ApiClient:
         self._key = settings.key.get_secret_value() if settings.key else None
 
     def call(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        """The JSON answer of an API call; any failure is a CliError saying what went wrong."""
+        return self._request(method, path, json=json, params=params).json()
+
+    def call_text(self, method: str, path: str, *, params: dict[str, Any] | None = None) -> str:
+        return self._request(method, path, params=params).text
+
+    def _request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+                 ) -> httpx.Response:
         if self._key is None:
             raise CliError("set CORRAL_KEY to your API key (the first admin key is in .corral/admin.key)")
         params = {name: value for name, value in (params or {}).items() if value is not None}
@@ -34,7 +42,7 @@ class ApiClient:
             raise CliError(f"cannot reach Corral at {self.url} ({type(error).__name__}): "
                            "is `corral serve` running, and is CORRAL_URL right?") from None
         if response.is_success:
-            return response.json()
+            return response
         try:
             error = response.json()["error"]
             message = error["message"]

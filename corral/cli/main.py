@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from corral.cli.client import ApiClient, CliError
+from corral.cli.audit import audit_app
 from corral.cli.policy import override_app, policy_app
 from corral.cli.common import DURATION, JsonFlag, cell, segment, api, err, out, parse_duration, print_json, print_table
 from corral.errors import ConfigError
@@ -33,6 +34,7 @@ admin_app.add_typer(key_app, name="key")
 app.add_typer(events_app, name="events")
 app.add_typer(policy_app, name="policy")
 app.add_typer(override_app, name="override")
+app.add_typer(audit_app, name="audit")
 
 # ---- server -------------------------------------------------------------------------------
 

@@ -13,9 +13,9 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from corral.audit.ledger import record_change
 from corral.errors import Conflict, InvalidRequest, NotFound
 from corral.events.model import Event, utcnow
-from corral.events.recorder import record_event
 from corral.identity.access import BUILTIN_ROLES, Principal, check_role
 from corral.store.tables import organisations, team_members, teams, user_roles, users
 
@@ -68,7 +68,7 @@ async def admin_event(
 ) -> None:
     """Record a control-plane change made by `actor` (None: Corral itself, at start)."""
     subject, _, verb = kind.rpartition(".")
-    await record_event(
+    await record_change(
         connection,
         Event(
             kind=kind,

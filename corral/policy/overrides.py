@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from corral.audit.ledger import record_change
 from corral.errors import InvalidRequest, NotFound
 from corral.events.model import Event, utcnow
-from corral.events.recorder import record_event
 from corral.identity.access import Principal
 from corral.policy.schema import Policy
 from corral.store.tables import overrides as overrides_table
@@ -207,7 +207,7 @@ _ACTIONS = {"override.added": "override.add", "override.removed": "override.remo
 
 
 async def _event(connection: AsyncConnection, email: str, team: str | None, kind: str, override: Override) -> None:
-    await record_event(connection, Event(
+    await record_change(connection, Event(
         kind=kind, action=_ACTIONS[kind],
         user_email=email, team=team, client="corral-api" if email != "corral" else "corral",
         resource=f"override:{override.id}", decision="allow", outcome="ok",

@@ -19,9 +19,9 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from corral.audit.ledger import record_change
 from corral.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from corral.events.model import Event, utcnow
-from corral.events.recorder import record_event
 from corral.identity.access import Principal
 from corral.policy.schema import SECTIONS, Approvals, Policy, PolicyError, load_policy
 from corral.store.tables import policy_approvals, policy_versions, team_members, teams, user_roles, users
@@ -109,10 +109,15 @@ def _version(row: Any) -> Version:
     return Version(**{name: getattr(row, name) for name in Version.__dataclass_fields__})
 
 
+_ACTIONS = {"policy.proposed": "policy.propose", "policy.approved": "policy.approve",
+            "policy.rejected": "policy.reject", "policy.activated": "policy.activate",
+            "policy.emergency_reviewed": "policy.review"}
+
+
 async def _event(connection: AsyncConnection, actor: Principal | None, kind: str, version: int,
                  **attributes: object) -> None:
-    await record_event(connection, Event(
-        kind=kind, action=kind, user_email=actor.email if actor else "corral", team=actor.team if actor else None,
+    await record_change(connection, Event(
+        kind=kind, action=_ACTIONS[kind], user_email=actor.email if actor else "corral", team=actor.team if actor else None,
         key_id=actor.key_id if actor else None, client="corral-api" if actor else "corral",
         resource=f"policy:v{version}", decision="allow", outcome="ok", attributes=dict(attributes)))
 

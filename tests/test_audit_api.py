@@ -1,0 +1,138 @@
+"""The ledger through a real server on each database: control-plane changes land in it, the
+CLI verifies it on the client side, proofs check offline with only a checkpoint and the public
+key, and a record changed behind Corral's back is named. A fresh server per backend, since the
+last test damages its ledger on purpose."""
+
+import json
+import os
+import subprocess
+import time
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from corral.audit.note import Signer
+from corral.identity.tokens import generate_key
+from corral.store.database import sync_url
+from tests.conftest import BACKENDS, CORRAL, database_url_for, start_server, stop_server, unique
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def ledger_server(request, tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp(f"audit-{request.param}")
+    admin_key = generate_key()
+    database_url = database_url_for(request.param, request, data_dir)
+    process, url, _ = start_server(data_dir, database_url, {"CORRAL_ADMIN_KEY": admin_key,
+                                                            "CORRAL_CHECKPOINT_SECONDS": "0.2"}, demo=True)
+
+    def cli(*args, key=None, url_override=None):
+        env = {**os.environ, "CORRAL_URL": url_override or url, "CORRAL_KEY": key or admin_key, "COLUMNS": "200"}
+        return subprocess.run([CORRAL, *args], env=env, capture_output=True, text=True, timeout=120)
+
+    try:
+        yield {"url": url, "key": admin_key, "cli": cli, "database_url": database_url, "data_dir": data_dir}
+    finally:
+        stop_server(process)
+
+
+def api(server, method, path, key=None, **kwargs):
+    headers = {"Authorization": f"Bearer {key or server['key']}"}
+    return httpx.request(method, server["url"] + "/api/v1" + path, headers=headers, timeout=30, **kwargs)
+
+
+def wait_for_checkpoint(server, size):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        note = httpx.get(server["url"] + "/api/v1/audit/checkpoint", timeout=10).text
+        if note.split("\n")[1:2] and int(note.split("\n")[1]) >= size:
+            return note
+        time.sleep(0.1)
+    raise AssertionError(f"no checkpoint of size {size}")
+
+
+def test_control_plane_changes_land_in_the_ledger(ledger_server):
+    team = unique("audited")
+    assert api(ledger_server, "POST", "/teams", json={"name": team}).status_code == 201
+    records = api(ledger_server, "GET", "/audit/records", params={"action": "admin.team.*", "limit": 1000}).json()
+    mine = [r for r in records["records"] if r["resource"] == f"team:{team}"]
+    assert len(mine) == 1 and mine[0]["actor"] == "admin@corral.local" and mine[0]["action"] == "admin.team.create"
+    assert len(mine[0]["payload_sha256"]) == 64
+    actions = {r["action"] for r in api(ledger_server, "GET", "/audit/records", params={"limit": 1000}).json()["records"]}
+    assert {"admin.user.create", "admin.key.create", "policy.activate", "admin.team.create"} <= actions
+
+
+def test_the_ledger_verifies_on_the_client_and_against_a_kept_checkpoint(ledger_server, tmp_path):
+    kept = tmp_path / "kept.txt"
+    kept.write_text(wait_for_checkpoint(ledger_server, 1))
+    api(ledger_server, "POST", "/teams", json={"name": unique("later")})
+    size = api(ledger_server, "GET", "/audit/records", params={"limit": 1}).json()["size"]
+    wait_for_checkpoint(ledger_server, size)
+    result = ledger_server["cli"]("audit", "verify", "--from-checkpoint", str(kept))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"verified {size} records, root ")
+    forged = Signer.generate("corral/audit").sign("corral/audit\n1\n" + "A" * 43 + "=\n")
+    (tmp_path / "forged.txt").write_text(forged)
+    result = ledger_server["cli"]("audit", "verify", "--from-checkpoint", str(tmp_path / "forged.txt"))
+    assert result.returncode == 1 and "no signature by a known key" in result.stderr
+
+
+def test_a_proof_checks_offline_with_only_the_checkpoint_and_the_public_key(ledger_server, tmp_path):
+    note = wait_for_checkpoint(ledger_server, 5)
+    size = int(note.split("\n")[1])
+    proof = ledger_server["cli"]("audit", "proof", "3", "--size", str(size))
+    assert proof.returncode == 0, proof.stderr
+    (tmp_path / "proof.json").write_text(proof.stdout)
+    (tmp_path / "checkpoint.txt").write_text(note)
+    key = httpx.get(ledger_server["url"] + "/api/v1/audit/public-key", timeout=10).json()["key"]
+    offline = ledger_server["cli"]("audit", "check-proof", str(tmp_path / "proof.json"), "--checkpoint",
+                                   str(tmp_path / "checkpoint.txt"), "--key", key, url_override="http://127.0.0.1:9")
+    assert offline.returncode == 0, offline.stderr
+    assert f"record 3 " in offline.stdout and f"of size {size}" in offline.stdout
+    data = json.loads(proof.stdout)
+    data["record"]["resource"] = "something else"
+    (tmp_path / "altered.json").write_text(json.dumps(data))
+    altered = ledger_server["cli"]("audit", "check-proof", str(tmp_path / "altered.json"), "--checkpoint",
+                                   str(tmp_path / "checkpoint.txt"), "--key", key, url_override="http://127.0.0.1:9")
+    assert altered.returncode == 1 and "does NOT show record 3" in altered.stderr
+
+
+def test_records_are_for_admins_and_auditors_and_the_key_is_public(ledger_server):
+    email = f"{unique('dev')}@example.com"
+    api(ledger_server, "POST", "/users", json={"email": email, "roles": ["developer"]})
+    key = api(ledger_server, "POST", "/keys", json={"user": email}).json()["key"]
+    assert api(ledger_server, "GET", "/audit/records", key=key).status_code == 403
+    assert api(ledger_server, "GET", "/audit/proof/inclusion", key=key, params={"seq": 0}).status_code == 403
+    public = httpx.get(ledger_server["url"] + "/api/v1/audit/public-key", timeout=10).json()
+    assert public["origin"] == "corral/audit" and public["key"].startswith("corral/audit+")
+    assert not (ledger_server["data_dir"] / "signing.key").stat().st_mode & 0o077
+
+
+def test_zz_a_record_changed_behind_corrals_back_is_named_by_verify(ledger_server):
+    engine = create_engine(sync_url(ledger_server["database_url"]))
+    try:
+        with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                connection.execute(text("DROP TRIGGER audit_records_append_only ON audit_records"))
+            else:
+                connection.execute(text("DROP TRIGGER audit_records_no_update"))
+            connection.execute(text("UPDATE audit_records SET actor = 'nobody@example.com' WHERE seq = 4"))
+    finally:
+        engine.dispose()
+    result = ledger_server["cli"]("audit", "verify")
+    assert result.returncode == 1
+    assert "record 4 does not match its leaf hash" in result.stderr
+    # A careful forger also rewrites the leaf hash: the signed checkpoints still give it away.
+    from corral.audit.ledger import record_of
+
+    engine = create_engine(sync_url(ledger_server["database_url"]))
+    try:
+        with engine.begin() as connection:
+            row = connection.execute(text("SELECT * FROM audit_records WHERE seq = 4")).one()
+            connection.execute(text("UPDATE audit_records SET leaf_hash = :h WHERE seq = 4"),
+                               {"h": record_of(row).leaf_hash().hex()})
+    finally:
+        engine.dispose()
+    result = ledger_server["cli"]("audit", "verify")
+    assert result.returncode == 1
+    assert "does not match the records: a record between 0 and" in result.stderr
