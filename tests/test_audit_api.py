@@ -88,7 +88,7 @@ def test_a_proof_checks_offline_with_only_the_checkpoint_and_the_public_key(ledg
     offline = ledger_server["cli"]("audit", "check-proof", str(tmp_path / "proof.json"), "--checkpoint",
                                    str(tmp_path / "checkpoint.txt"), "--key", key, url_override="http://127.0.0.1:9")
     assert offline.returncode == 0, offline.stderr
-    assert f"record 3 " in offline.stdout and f"of size {size}" in offline.stdout
+    assert "record 3 " in offline.stdout and f"of size {size}" in offline.stdout
     data = json.loads(proof.stdout)
     data["record"]["resource"] = "something else"
     (tmp_path / "altered.json").write_text(json.dumps(data))
