@@ -27,6 +27,7 @@ test: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/decide.py
+	$(BIN)/python bench/ledger.py
 
 clean:
 	rm -rf $(VENV) .corral .pytest_cache .hypothesis

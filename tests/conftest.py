@@ -76,6 +76,16 @@ def fresh_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
             yield url
 
 
+@contextmanager
+def own_database(backend: str, directory: Path) -> Iterator[str]:
+    """A database for one server alone (servers with their own signing keys must not share one)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{directory / 'corral.db'}"
+    else:
+        with new_pg_database() as url:
+            yield url
+
+
 def database_url_for(backend: str, request: pytest.FixtureRequest, directory: Path) -> str:
     if backend == "sqlite":
         return f"sqlite:///{directory / 'corral.db'}"
@@ -219,7 +229,8 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     admin_key = generate_key()
     env = {"CORRAL_ADMIN_KEY": admin_key, "CORRAL_MAX_BODY_BYTES": str(64 * 1024),
            "CORRAL_OIDC_ISSUER": issuer.url, "CORRAL_OIDC_AUDIENCE": issuer.audience,
-           "CORRAL_OIDC_JWKS_URL": issuer.url + "/jwks.json", "CORRAL_OIDC_JWKS_MIN_REFRESH_SECONDS": str(JWKS_REFRESH)}
+           "CORRAL_OIDC_JWKS_URL": issuer.url + "/jwks.json", "CORRAL_OIDC_JWKS_MIN_REFRESH_SECONDS": str(JWKS_REFRESH),
+           "CORRAL_CHECKPOINT_SECONDS": "0.5"}
     process, url, log_path = start_server(data_dir, database_url, env, demo=True)
     try:
         yield Server(url, admin_key, database_url, data_dir, log_path, backend)

@@ -8,19 +8,19 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from corral.identity.tokens import generate_key
-from tests.conftest import BACKENDS, Server, database_url_for, start_server, stop_server
+from tests.conftest import BACKENDS, Server, own_database, start_server, stop_server
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def fuzz_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp(f"fuzz-{request.param}")
-    database_url = database_url_for(request.param, request, data_dir)
     admin_key = generate_key()
-    process, url, log_path = start_server(data_dir, database_url, {"CORRAL_ADMIN_KEY": admin_key}, demo=True)
-    try:
-        yield Server(url, admin_key, database_url, data_dir, log_path, request.param)
-    finally:
-        stop_server(process)
+    with own_database(request.param, data_dir) as database_url:
+        process, url, log_path = start_server(data_dir, database_url, {"CORRAL_ADMIN_KEY": admin_key}, demo=True)
+        try:
+            yield Server(url, admin_key, database_url, data_dir, log_path, request.param)
+        finally:
+            stop_server(process)
 
 
 @pytest.fixture(scope="module")

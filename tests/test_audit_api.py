@@ -15,25 +15,28 @@ from sqlalchemy import create_engine, text
 from corral.audit.note import Signer
 from corral.identity.tokens import generate_key
 from corral.store.database import sync_url
-from tests.conftest import BACKENDS, CORRAL, database_url_for, start_server, stop_server, unique
+from tests.conftest import BACKENDS, CORRAL, own_database, start_server, stop_server, unique
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def ledger_server(request, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp(f"audit-{request.param}")
     admin_key = generate_key()
-    database_url = database_url_for(request.param, request, data_dir)
-    process, url, _ = start_server(data_dir, database_url, {"CORRAL_ADMIN_KEY": admin_key,
-                                                            "CORRAL_CHECKPOINT_SECONDS": "0.2"}, demo=True)
+    with own_database(request.param, data_dir) as database_url:
+        process, url, _ = start_server(data_dir, database_url, {"CORRAL_ADMIN_KEY": admin_key,
+                                                                "CORRAL_CHECKPOINT_SECONDS": "0.2"}, demo=True)
+        try:
+            yield from _serving(url, admin_key, database_url, data_dir)
+        finally:
+            stop_server(process)
 
+
+def _serving(url, admin_key, database_url, data_dir):
     def cli(*args, key=None, url_override=None):
         env = {**os.environ, "CORRAL_URL": url_override or url, "CORRAL_KEY": key or admin_key, "COLUMNS": "200"}
         return subprocess.run([CORRAL, *args], env=env, capture_output=True, text=True, timeout=120)
 
-    try:
-        yield {"url": url, "key": admin_key, "cli": cli, "database_url": database_url, "data_dir": data_dir}
-    finally:
-        stop_server(process)
+    yield {"url": url, "key": admin_key, "cli": cli, "database_url": database_url, "data_dir": data_dir}
 
 
 def api(server, method, path, key=None, **kwargs):
@@ -97,6 +100,28 @@ def test_a_proof_checks_offline_with_only_the_checkpoint_and_the_public_key(ledg
     assert altered.returncode == 1 and "does NOT show record 3" in altered.stderr
 
 
+def test_an_export_carries_what_each_record_needs_to_be_checked_offline(ledger_server, tmp_path):
+    from corral.audit.merkle import leaf_hash, verify_inclusion
+    from corral.audit.note import Checkpoint, Verifier, open_note
+    from corral.cli.audit import record_from
+
+    wait_for_checkpoint(ledger_server, 5)
+    result = ledger_server["cli"]("audit", "export", "--since", "2000-01-01T00:00:00Z")
+    assert result.returncode == 0, result.stderr
+    header, *lines = [json.loads(line) for line in result.stdout.splitlines()]
+    checkpoint = Checkpoint.parse(open_note(header["checkpoint"], [Verifier.parse(header["key"])]))
+    assert len(lines) == checkpoint.size == header["size"]
+    for line in lines:
+        record = record_from(line["record"])
+        proof = [bytes.fromhex(node) for node in line["proof"]]
+        assert verify_inclusion(leaf_hash(record.leaf()), record.seq, checkpoint.size, proof, checkpoint.root)
+    (tmp_path / "line.json").write_text(json.dumps(lines[2]))
+    (tmp_path / "checkpoint.txt").write_text(header["checkpoint"])
+    offline = ledger_server["cli"]("audit", "check-proof", str(tmp_path / "line.json"), "--checkpoint",
+                                   str(tmp_path / "checkpoint.txt"), "--key", header["key"])
+    assert offline.returncode == 0 and "record 2 " in offline.stdout
+
+
 def test_records_are_for_admins_and_auditors_and_the_key_is_public(ledger_server):
     email = f"{unique('dev')}@example.com"
     api(ledger_server, "POST", "/users", json={"email": email, "roles": ["developer"]})
@@ -136,3 +161,10 @@ def test_zz_a_record_changed_behind_corrals_back_is_named_by_verify(ledger_serve
     result = ledger_server["cli"]("audit", "verify")
     assert result.returncode == 1
     assert "does not match the records: a record between 0 and" in result.stderr
+
+
+def test_a_replica_with_another_signing_key_is_refused(fresh_database, tmp_path):
+    process, _, _ = start_server(tmp_path / "first", fresh_database, {})
+    stop_server(process)
+    with pytest.raises(RuntimeError, match=r"this database's audit log is signed by corral/audit\+"):
+        start_server(tmp_path / "second", fresh_database, {})  # a data dir with a key of its own

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BACKENDS, database_url_for, start_server, stop_server, unique
+from tests.conftest import BACKENDS, own_database, start_server, stop_server, unique
 
 DEMO = (Path(__file__).parent.parent / "corral/policy/demo.yaml").read_text()
 
@@ -57,17 +57,17 @@ def org(request, tmp_path_factory):
 
     data_dir = tmp_path_factory.mktemp(f"policy-{request.param}")
     admin_key = generate_key()
-    process, url, _ = start_server(data_dir, database_url_for(request.param, request, data_dir),
-                                   {"CORRAL_ADMIN_KEY": admin_key}, demo=True)
+    with own_database(request.param, data_dir) as database_url:
+        process, url, _ = start_server(data_dir, database_url, {"CORRAL_ADMIN_KEY": admin_key}, demo=True)
 
-    def cli(*args, key=None):
-        env = {**os.environ, "CORRAL_URL": url, "CORRAL_KEY": key or admin_key, "COLUMNS": "200"}
-        return subprocess.run([CORRAL, *args], env=env, capture_output=True, text=True, timeout=60)
+        def cli(*args, key=None):
+            env = {**os.environ, "CORRAL_URL": url, "CORRAL_KEY": key or admin_key, "COLUMNS": "200"}
+            return subprocess.run([CORRAL, *args], env=env, capture_output=True, text=True, timeout=60)
 
-    try:
-        yield Org(url, admin_key, cli)
-    finally:
-        stop_server(process)
+        try:
+            yield Org(url, admin_key, cli)
+        finally:
+            stop_server(process)
 
 
 def edited(document, old, new):

@@ -72,8 +72,10 @@ def test_db_upgrade_command_is_idempotent(fresh_database, tmp_path):
 def test_replicas_starting_together_on_an_empty_database_all_succeed(fresh_database, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
+    from corral.audit.note import Signer
+
     admin_key = generate_key()
-    env = {"CORRAL_ADMIN_KEY": admin_key}
+    env = {"CORRAL_ADMIN_KEY": admin_key, "CORRAL_SIGNING_KEY": str(Signer.generate("corral/audit"))}
     with ThreadPoolExecutor(3) as pool:  # three processes, as replicas would be
         started = list(pool.map(lambda n: start_server(tmp_path / f"replica{n}", fresh_database, env, demo=True),
                                 range(3)))

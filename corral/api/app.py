@@ -26,7 +26,7 @@ from corral.api.routes import policy as policy_routes
 from corral.events.recorder import EventRecorder
 from corral.identity.bootstrap import ensure_admin
 from corral.identity.oidc import OidcVerifier
-from corral.audit.checkpoints import Checkpointer, load_signer
+from corral.audit.checkpoints import Checkpointer, load_signer, pin_key
 from corral.audit.ledger import AuditLog
 from corral.audit.note import NoteError, Signer
 from corral.errors import ConfigError
@@ -55,9 +55,15 @@ class Corral:
 
 async def _prepare(settings: Settings, demo: bool) -> str | None:
     await asyncio.to_thread(upgrade, settings.resolved_database_url)
-    _signer(settings)  # made (into the data dir) or checked before anything is served
+    signer = _signer(settings)  # made (into the data dir) or checked before anything is served
     database = Database(settings.resolved_database_url)
     try:
+        async with database.transaction() as connection:
+            await database.lock_for_startup(connection)
+            try:
+                await pin_key(connection, signer)
+            except NoteError as error:
+                raise ConfigError(f"CORRAL_SIGNING_KEY: {error}") from None
         admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
         new_key = await ensure_admin(database, settings.data_dir, settings.org_name, admin_key)
         await install_first_policy(database, settings.policy, demo)

@@ -20,7 +20,7 @@ from corral.audit.note import Checkpoint, NoteError, Signer
 from corral.errors import Unavailable
 from corral.events.model import utcnow
 from corral.store.database import Database
-from corral.store.tables import audit_checkpoints, audit_head
+from corral.store.tables import audit_checkpoints, audit_head, audit_keys
 
 log = logging.getLogger("corral.audit")
 CHECKPOINT_LOCK_ID = 0x61756469  # "audi": one checkpointer at a time across replicas
@@ -55,6 +55,18 @@ def load_signer(configured: str | None, data_dir: Path, origin: str) -> Signer:
     with os.fdopen(descriptor, "w") as handle:
         handle.write(str(signer) + "\n")
     return signer
+
+
+async def pin_key(connection: AsyncConnection, signer: Signer) -> None:
+    """The first start records its verifier key; a later start (or another replica) with a
+    different key is refused, since its checkpoints would not verify with the published key."""
+    pinned = (await connection.execute(select(audit_keys.c.verifier_key).where(audit_keys.c.id == 1))).scalar()
+    ours = str(signer.verifier)
+    if pinned is None:
+        await connection.execute(insert(audit_keys).values(id=1, verifier_key=ours, created_at=utcnow()))
+    elif pinned != ours:
+        raise NoteError(f"this database's audit log is signed by {pinned}; give every replica that key in "
+                        "CORRAL_SIGNING_KEY (or the signing.key it was made with)")
 
 
 class Checkpointer:

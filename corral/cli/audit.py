@@ -77,6 +77,15 @@ def list_records(
         err.print(f"more: --after {page['next']}")
 
 
+@audit_app.command("export")
+def export(since: Annotated[Optional[str], typer.Option(help="RFC 3339 UTC time, e.g. 2026-11-01T00:00:00Z.")] = None,
+           size: Annotated[Optional[int], typer.Option(help="A checkpoint's size; default: the latest.")] = None) -> None:
+    """Write JSON lines to stdout: the signed checkpoint and key, then each record with the
+    inclusion proof that ties it to that checkpoint (`check-proof` takes any record line)."""
+    for line in api().stream_lines("GET", "/audit/export", params={"since": since, "size": size}):
+        print(line)
+
+
 @audit_app.command("proof")
 def proof(seq: int, size: Annotated[Optional[int], typer.Option(help="Tree size; default: the latest "
                                                                 "checkpoint's.")] = None) -> None:

@@ -229,6 +229,15 @@ audit_head = Table(
     Column("size", BigInteger, nullable=False),
 )
 
+# The verifier key of the first start: every replica must sign with the same key.
+audit_keys = Table(
+    "audit_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("verifier_key", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
 audit_checkpoints = Table(
     "audit_checkpoints",
     metadata,

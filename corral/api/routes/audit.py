@@ -4,10 +4,12 @@ inclusion and consistency proofs against signed tree sizes."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from sqlalchemy import select
 
 from corral.api.auth import authenticate
@@ -134,3 +136,38 @@ async def consistency_proof(request: Request, caller: Caller, old: Annotated[int
         proof = tree.consistency_proof(old, new)
         return {"from": old, "to": new, "old_root": tree.root(old).hex(), "root": tree.root(new).hex(),
                 "proof": [node.hex() for node in proof], "checkpoint": note}
+
+
+@router.get("/audit/export")
+async def export(request: Request, caller: Caller,
+                 since: Annotated[str | None, Query(description="RFC 3339 UTC time")] = None,
+                 size: Seq | None = None) -> StreamingResponse:
+    """JSON lines: first the signed checkpoint of `size` (default: the latest) and the verifier
+    key, then every record since `since` in that tree with its inclusion proof, so each can be
+    checked offline later."""
+    caller.require("read", *READERS)
+    corral = _state(request)
+    async with corral.database.read() as connection:
+        size, note = await _signed_size(connection, size)
+        if note is None:
+            raise InvalidRequest(f"no checkpoint was signed at size {size}; export at a checkpoint's size")
+        tree = await corral.checkpointer.grow(connection, size)
+    header = {"checkpoint": note, "key": str(corral.checkpointer.signer.verifier), "size": size}
+
+    async def lines() -> AsyncIterator[str]:
+        yield json.dumps(header) + "\n"
+        after = -1
+        while True:
+            query = select(audit_records).where(audit_records.c.seq > after, audit_records.c.seq < size)
+            if since:
+                query = query.where(audit_records.c.time >= since.replace("+00:00", "Z"))
+            async with corral.database.read() as connection:
+                rows = list(await connection.execute(query.order_by(audit_records.c.seq).limit(5000)))
+            if not rows:
+                return
+            for row in rows:
+                proof = [node.hex() for node in tree.inclusion_proof(row.seq, size)]
+                yield json.dumps({"record": _record(row), "size": size, "proof": proof}) + "\n"
+            after = rows[-1].seq
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -15,7 +15,7 @@ down_revision = '0002'
 branch_labels = None
 depends_on = None
 
-APPEND_ONLY = ("audit_records", "audit_checkpoints")
+APPEND_ONLY = ("audit_records", "audit_checkpoints", "audit_keys")
 
 
 def upgrade() -> None:
@@ -39,6 +39,12 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_head'))
     )
     op.execute("INSERT INTO audit_head (id, size) VALUES (1, 0)")
+    op.create_table('audit_keys',
+    sa.Column('id', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('verifier_key', sa.Text(), nullable=False),
+    sa.Column('created_at', UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_keys'))
+    )
     op.create_table('audit_checkpoints',
     sa.Column('size', sa.BigInteger(), autoincrement=False, nullable=False),
     sa.Column('root', sa.String(length=64), nullable=False),
@@ -72,6 +78,7 @@ def downgrade() -> None:
             op.execute(f"DROP TRIGGER {table}_no_truncate ON {table}")
         op.execute("DROP FUNCTION corral_append_only()")
     op.drop_table('audit_checkpoints')
+    op.drop_table('audit_keys')
     op.drop_table('audit_head')
     op.drop_index(op.f('ix_audit_records_action_seq'), table_name='audit_records')
     op.drop_index(op.f('ix_audit_records_actor_seq'), table_name='audit_records')
