@@ -1,7 +1,7 @@
 """How fast the audit ledger appends and verifies.
 
 Prints the machine, then:
-- durable appends per second through AuditLog (group commit) with 1, 8 and 64 concurrent
+- durable appends per second through AuditLog (group commit) with 1, 8, 64 and 256 concurrent
   writers, on SQLite (WAL, synchronous=FULL) and, when CORRAL_TEST_DATABASE_URL points at a
   PostgreSQL server, on PostgreSQL; side by side with the baseline of one transaction per
   record (what appending without group commit costs);
@@ -124,7 +124,7 @@ def main() -> None:
         print(f"\ndurable appends per second ({APPENDS} records each run):")
         run = 0
         for name, make in targets:
-            for writers in (1, 8, 64):
+            for writers in (1, 8, 64, 256):
                 results = []
                 for grouped in (True, False):
                     run += 1

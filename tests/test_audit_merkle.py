@@ -153,3 +153,19 @@ def test_published_vectors():
         old, new = case["size1"], case["size2"]
         assert tree.consistency_proof(old, new) == proof
         assert verify_consistency(old, new, tree.root(old), tree.root(new), proof)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(min_value=0, max_value=300))
+def test_building_a_tree_at_once_equals_appending_leaf_by_leaf(n):
+    hashes = leaves(n)
+    at_once, appended = MerkleTree.from_leaves(hashes), MerkleTree(hashes)
+    assert at_once.root() == appended.root()
+    for size in range(0, n + 1, max(1, n // 7)):
+        assert at_once.root(size) == appended.root(size)
+        if size:
+            assert at_once.inclusion_proof(size - 1, size) == appended.inclusion_proof(size - 1, size)
+            assert at_once.consistency_proof(size // 2, size) == appended.consistency_proof(size // 2, size)
+    at_once.append(leaf_hash(b"more"))
+    appended.append(leaf_hash(b"more"))
+    assert at_once.root() == appended.root()

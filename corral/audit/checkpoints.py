@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from corral.audit.ledger import record_of, stored_records
+from corral.audit.ledger import row_leaf_hash, stored_records
 from corral.audit.merkle import MerkleTree, verify_consistency
 from corral.audit.note import Checkpoint, NoteError, Signer
 from corral.errors import Unavailable
@@ -120,7 +120,7 @@ class Checkpointer:
                     return
                 if row.seq != self._tree.size:
                     raise LedgerCorrupt(f"record {self._tree.size} is missing")
-                leaf = record_of(row).leaf_hash()
+                leaf = row_leaf_hash(row)
                 if leaf.hex() != row.leaf_hash:
                     raise LedgerCorrupt(f"record {row.seq} does not match its leaf hash")
                 self._tree.append(leaf)

@@ -21,8 +21,8 @@ from hashlib import sha256
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from corral.audit.merkle import MerkleTree
-from corral.audit.records import AuditRecord
+from corral.audit.merkle import MerkleTree, leaf_hash
+from corral.audit.records import AuditRecord, canonical_leaf
 from corral.events.model import Event
 from corral.events.recorder import record_event
 from corral.store.database import Database
@@ -100,6 +100,7 @@ class AuditLog:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            await asyncio.sleep(0)  # writers woken by the last commit queue up now and share this one
             while len(batch) < self._batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
@@ -140,22 +141,34 @@ class Verification:
 async def verify_records(connection: AsyncConnection, progress=None) -> tuple[Verification, MerkleTree]:  # noqa: ANN001
     """Rebuild every leaf from its record and the tree from the leaves; stop at the first record
     that is missing, out of place, or whose stored leaf hash does not match its contents."""
-    tree = MerkleTree()
     head = (await connection.execute(select(audit_head.c.size).where(audit_head.c.id == 1))).scalar_one()
+    leaves: list[bytes] = []
+    problem: tuple[str, int] | None = None
     async for rows in stored_records(connection):
-        for row in rows:
-            expected = tree.size
-            if row.seq != expected:
-                return Verification(tree.size, tree.root(), f"record {expected} is missing", expected), tree
-            record = record_of(row)
-            computed = record.leaf_hash()
-            if computed.hex() != row.leaf_hash:
-                return Verification(tree.size, tree.root(), f"record {row.seq} does not match its leaf hash: "
-                                    "its contents or its hash were changed", row.seq), tree
-            tree.append(computed)
+        for seq, time, actor, action, resource, decision, outcome, payload, stored in rows:  # column order
+            expected = len(leaves)
+            if seq != expected:
+                problem = (f"record {expected} is missing", expected)
+                break
+            computed = leaf_hash(canonical_leaf(seq, time, actor, action, resource, decision, outcome, payload))
+            if computed != bytes.fromhex(stored):
+                problem = (f"record {seq} does not match its leaf hash: its contents or its hash were changed", seq)
+                break
+            leaves.append(computed)
+        if problem is not None:
+            break
         if progress is not None:
-            progress(tree.size, head)
-    if tree.size != head:
-        return Verification(tree.size, tree.root(), f"the ledger's head says {head} records, {tree.size} are stored",
-                            tree.size), tree
+            progress(len(leaves), head)
+    tree = MerkleTree.from_leaves(leaves)
+    if problem is None and tree.size != head:
+        problem = (f"the ledger's head says {head} records, {tree.size} are stored", tree.size)
+    if problem is not None:
+        return Verification(tree.size, tree.root(), problem[0], problem[1]), tree
     return Verification(tree.size, tree.root()), tree
+
+
+def row_leaf_hash(row: object) -> bytes:
+    """A stored record's leaf hash, rebuilt from its fields (no object made: this is the hot path
+    of verification)."""
+    return leaf_hash(canonical_leaf(row.seq, row.time, row.actor, row.action, row.resource,  # type: ignore[attr-defined]
+                                    row.decision, row.outcome, row.payload_sha256))  # type: ignore[attr-defined]

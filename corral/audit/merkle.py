@@ -50,6 +50,17 @@ class MerkleTree:
         for value in leaf_hashes:
             self.append(value)
 
+    @classmethod
+    def from_leaves(cls, leaf_hashes: Sequence[bytes]) -> "MerkleTree":
+        """The same tree as appending each leaf, built a level at a time (much faster)."""
+        tree = cls()
+        level = list(leaf_hashes)
+        tree._levels = [level]
+        while len(level) > 1:
+            level = [sha256(b"\x01" + left + right).digest() for left, right in zip(level[0::2], level[1::2])]
+            tree._levels.append(level)
+        return tree
+
     @property
     def size(self) -> int:
         return len(self._levels[0])
