@@ -262,3 +262,20 @@ def make_user(server: Server):
             return email, created.json()["key"]
 
     return make
+
+
+def tamper_with_ledger(database_url: str, statement: str, **params: Any) -> None:
+    """Change the ledger behind Corral's back, as a database administrator would: with the
+    database's own client, after dropping the trigger that keeps it append-only."""
+    from corral.store.database import sync_url
+
+    engine = create_engine(sync_url(database_url))
+    try:
+        with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                connection.execute(text("DROP TRIGGER IF EXISTS audit_records_append_only ON audit_records"))
+            else:
+                connection.execute(text("DROP TRIGGER IF EXISTS audit_records_no_update"))
+            connection.execute(text(statement), params)
+    finally:
+        engine.dispose()

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 from corral.audit.note import Signer
 from corral.identity.tokens import generate_key
 from corral.store.database import sync_url
-from tests.conftest import BACKENDS, CORRAL, own_database, start_server, stop_server, unique
+from tests.conftest import BACKENDS, CORRAL, own_database, start_server, stop_server, tamper_with_ledger, unique
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -134,30 +134,21 @@ def test_records_are_for_admins_and_auditors_and_the_key_is_public(ledger_server
 
 
 def test_zz_a_record_changed_behind_corrals_back_is_named_by_verify(ledger_server):
-    engine = create_engine(sync_url(ledger_server["database_url"]))
-    try:
-        with engine.begin() as connection:
-            if engine.dialect.name == "postgresql":
-                connection.execute(text("DROP TRIGGER audit_records_append_only ON audit_records"))
-            else:
-                connection.execute(text("DROP TRIGGER audit_records_no_update"))
-            connection.execute(text("UPDATE audit_records SET actor = 'nobody@example.com' WHERE seq = 4"))
-    finally:
-        engine.dispose()
+    url = ledger_server["database_url"]
+    tamper_with_ledger(url, "UPDATE audit_records SET actor = 'nobody@example.com' WHERE seq = 4")
     result = ledger_server["cli"]("audit", "verify")
     assert result.returncode == 1
     assert "record 4 does not match its leaf hash" in result.stderr
     # A careful forger also rewrites the leaf hash: the signed checkpoints still give it away.
-    from corral.audit.ledger import record_of
+    from corral.audit.ledger import row_leaf_hash
 
-    engine = create_engine(sync_url(ledger_server["database_url"]))
+    engine = create_engine(sync_url(url))
     try:
-        with engine.begin() as connection:
-            row = connection.execute(text("SELECT * FROM audit_records WHERE seq = 4")).one()
-            connection.execute(text("UPDATE audit_records SET leaf_hash = :h WHERE seq = 4"),
-                               {"h": record_of(row).leaf_hash().hex()})
+        with engine.connect() as connection:
+            forged = row_leaf_hash(connection.execute(text("SELECT * FROM audit_records WHERE seq = 4")).one())
     finally:
         engine.dispose()
+    tamper_with_ledger(url, "UPDATE audit_records SET leaf_hash = :h WHERE seq = 4", h=forged.hex())
     result = ledger_server["cli"]("audit", "verify")
     assert result.returncode == 1
     assert "does not match the records: a record between 0 and" in result.stderr

@@ -11,6 +11,7 @@ from corral.audit.merkle import root_of
 from corral.audit.records import AuditRecord
 from corral.store.database import Database, sync_url
 from corral.store.migrate import upgrade
+from tests.conftest import tamper_with_ledger
 
 
 def record(index: int) -> AuditRecord:
@@ -84,16 +85,7 @@ def test_a_record_changed_behind_corrals_back_is_named_by_verification(fresh_dat
             await append_records(connection, [record(i) for i in range(50)])
 
     run(fresh_database, scenario)
-    engine = create_engine(sync_url(fresh_database))
-    try:  # the database's own client, as an administrator with the trigger out of the way
-        with engine.begin() as connection:
-            if engine.dialect.name == "postgresql":
-                connection.execute(text("DROP TRIGGER audit_records_append_only ON audit_records"))
-            else:
-                connection.execute(text("DROP TRIGGER audit_records_no_update"))
-            connection.execute(text("UPDATE audit_records SET resource = 'make harmless' WHERE seq = 37"))
-    finally:
-        engine.dispose()
+    tamper_with_ledger(fresh_database, "UPDATE audit_records SET resource = 'make harmless' WHERE seq = 37")
 
     async def check(database):
         async with database.read() as connection:
