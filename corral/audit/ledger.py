@@ -12,10 +12,11 @@ durable. `record_change` is how control-plane changes are recorded: event and au
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from hashlib import sha256
 
 from sqlalchemy import insert, select, update
@@ -39,7 +40,7 @@ async def append_records(connection: AsyncConnection, records: Sequence[AuditRec
         return []
     size = (await connection.execute(
         select(audit_head.c.size).where(audit_head.c.id == 1).with_for_update())).scalar_one()
-    placed = [replace(record, seq=size + index) for index, record in enumerate(records)]
+    placed = [_at(record, size + index) for index, record in enumerate(records)]
     await connection.execute(insert(audit_records), [_row(record) for record in placed])
     await connection.execute(update(audit_head).where(audit_head.c.id == 1).values(size=size + len(placed)))
     return placed
@@ -55,6 +56,13 @@ async def record_change(connection: AsyncConnection, event: Event) -> AuditRecor
                          resource=event.resource or "", decision=event.decision, outcome=event.outcome,
                          payload_sha256=sha256(payload.encode("utf-8", "surrogatepass")).hexdigest())
     return (await append_records(connection, [record]))[0]
+
+
+def _at(record: AuditRecord, seq: int) -> AuditRecord:
+    """The record at its position (a copy: records are values), without validating it again."""
+    placed = copy.copy(record)
+    object.__setattr__(placed, "seq", seq)
+    return placed
 
 
 def _row(record: AuditRecord) -> dict[str, object]:
@@ -95,7 +103,8 @@ class AuditLog:
         """Append one record; return it with its sequence number once it is durable."""
         waiting: asyncio.Future[AuditRecord] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((record, waiting))
-        return await asyncio.wait_for(asyncio.shield(waiting), APPEND_TIMEOUT_S)
+        async with asyncio.timeout(APPEND_TIMEOUT_S):  # a caller that gives up cancels only its own wait
+            return await waiting
 
     async def _run(self) -> None:
         while True:
