@@ -71,11 +71,6 @@ def _row(record: AuditRecord) -> dict[str, object]:
             "payload_sha256": record.payload_sha256, "leaf_hash": record.leaf_hash().hex()}
 
 
-def record_of(row: object) -> AuditRecord:
-    return AuditRecord(actor=row.actor, action=row.action, resource=row.resource, decision=row.decision,  # type: ignore[attr-defined]
-                       outcome=row.outcome, payload_sha256=row.payload_sha256, time=row.time, seq=row.seq)  # type: ignore[attr-defined]
-
-
 class AuditLog:
     """Durable appends with group commit: callers wait until their record is committed."""
 

@@ -392,8 +392,3 @@ def _selector_problem(path: Path_, selector: str, roles: set[str]) -> list[tuple
     if kind == "role" and name not in roles:
         return [(path, f"unknown role {name!r}; declare it in `roles`")]
     return []
-
-
-def to_yaml(policy: Policy) -> str:
-    """A policy as YAML (for a generated document; proposals keep the author's own text)."""
-    return yaml.safe_dump(policy.model_dump(mode="json", by_alias=True, exclude_defaults=True), sort_keys=False)
