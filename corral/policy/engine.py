@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from corral.policy.commands import parse_command_line
@@ -571,12 +572,18 @@ def _oblige(obligations: dict[str, Any], extra: dict[str, Any]) -> None:
             obligations.setdefault(name, value)
 
 
+@lru_cache(maxsize=256)
+def _target_glob(target: str) -> re.Pattern[str]:
+    """An override's `server/tool` glob, compiled once rather than on every decision."""
+    return text_glob([target])
+
+
 def _override_effect(override: Override, facts: Facts, request: Request) -> tuple[str | None, dict[str, Any], str] | None:
     """What an override does to one decision: (effect it imposes or None, obligations, why), or
     None when it does not apply."""
     kind, action = override.kind, facts.action
     if kind == "disable_tool":
-        if action == "tool.call" and text_glob([override.target]).match(facts.values["tool"]):
+        if action == "tool.call" and _target_glob(override.target).match(facts.values["tool"]):
             return "deny", {}, f"tool {facts.values['tool']} is disabled"
         return None
     if kind == "disable_server":

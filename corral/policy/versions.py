@@ -13,6 +13,7 @@ import difflib
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -102,7 +103,13 @@ class Version:
 
     @property
     def policy(self) -> Policy:
-        return load_policy(self.document, f"v{self.id}")
+        return _parsed(self.document, self.id)
+
+
+@lru_cache(maxsize=64)
+def _parsed(document: str, version_id: int) -> Policy:
+    """A stored version's policy, parsed once: the chain looks at the same few versions often."""
+    return load_policy(document, f"v{version_id}")
 
 
 def _version(row: Any) -> Version:
@@ -226,10 +233,10 @@ async def approvers_of(connection: AsyncConnection, emails: list[str], policy: P
 async def status_of(connection: AsyncConnection, version: Version) -> dict[str, Any]:
     """Where a version stands in the chain: what is missing before it can be activated, or how
     many reviews an emergency activation still needs."""
-    active = await active_version(connection)
-    rules = active.policy.approvals if active else Approvals()
-    given = await verdicts(connection, version.id)
     if version.status == "proposed":
+        active = await active_version(connection)
+        rules = active.policy.approvals if active else Approvals()
+        given = await verdicts(connection, version.id)
         approving = [v["email"] for v in given if v["verdict"] == "approve"]
         people = await approvers_of(connection, approving, active.policy) if active else []
         base = await get_version(connection, version.base_version) if version.base_version else None
@@ -237,6 +244,7 @@ async def status_of(connection: AsyncConnection, version: Version) -> dict[str, 
         return {"changed_sections": changed,
                 "missing": missing_approvals(rules, changed, version.author_email, people)}
     if version.emergency:
+        given = await verdicts(connection, version.id)
         replaced = await _replaced_by_emergency(connection, version)
         judging = replaced.policy if replaced else version.policy
         reviewers = await approvers_of(connection, [v["email"] for v in given if v["verdict"] == "review"], judging)

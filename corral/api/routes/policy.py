@@ -16,7 +16,7 @@ from corral.api.bodies import Strict
 from corral.errors import Forbidden, InvalidRequest, Unavailable
 from corral.events.model import Event, utcnow
 from corral.identity import directory
-from corral.identity.access import Principal
+from corral.identity.access import Principal, scope_allows
 from corral.policy import overrides, versions
 from corral.policy.commands import CACHED_LINE_CHARS
 from corral.policy.engine import Decision, EffectivePolicy, Request as DecisionRequest, Subject, Trace
@@ -253,8 +253,8 @@ def _trace(line: Trace) -> dict[str, Any]:
 @router.post("/decide")
 async def decide(request: Request, body: DecideIn, caller: Caller) -> dict[str, Any]:
     """Decide an action as the caller (or, for admins and auditors, as another user)."""
-    if "read" not in caller.scopes and "gateway" not in caller.scopes:
-        caller.require("gateway")
+    if not scope_allows(caller.scopes, "read"):
+        caller.require("gateway")  # agents' hooks decide with their gateway keys
     if body.action not in ACTIONS:
         raise InvalidRequest(f"unknown action {body.action!r}; actions are {', '.join(ACTIONS)}")
     corral = _state(request)
