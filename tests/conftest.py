@@ -276,6 +276,7 @@ def tamper_with_ledger(database_url: str, statement: str, **params: Any) -> None
                 connection.execute(text("DROP TRIGGER IF EXISTS audit_records_append_only ON audit_records"))
             else:
                 connection.execute(text("DROP TRIGGER IF EXISTS audit_records_no_update"))
+                connection.execute(text("DROP TRIGGER IF EXISTS audit_records_no_delete"))
             connection.execute(text(statement), params)
     finally:
         engine.dispose()

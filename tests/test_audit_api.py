@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from corral.audit.note import Signer
+from corral.audit.records import AuditRecord
 from corral.identity.tokens import generate_key
 from corral.store.database import sync_url
 from tests.conftest import BACKENDS, CORRAL, own_database, start_server, stop_server, tamper_with_ledger, unique
@@ -74,6 +75,13 @@ def test_the_ledger_verifies_on_the_client_and_against_a_kept_checkpoint(ledger_
     result = ledger_server["cli"]("audit", "verify", "--from-checkpoint", str(kept))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"verified {size} records, root ")
+    root = result.stdout.split("root ")[1].strip()
+    public_key = httpx.get(ledger_server["url"] + "/api/v1/audit/public-key", timeout=10).json()["key"]
+    direct = ledger_server["cli"]("audit", "verify", "--database", ledger_server["database_url"],
+                                  "--from-checkpoint", str(kept), url_override="http://127.0.0.1:9")  # no API needed
+    assert direct.returncode == 0, direct.stderr
+    assert direct.stdout.split("root ")[1].strip() == root and "key pinned in this database" in direct.stderr
+    assert public_key in direct.stderr
     forged = Signer.generate("corral/audit").sign("corral/audit\n1\n" + "A" * 43 + "=\n")
     (tmp_path / "forged.txt").write_text(forged)
     result = ledger_server["cli"]("audit", "verify", "--from-checkpoint", str(tmp_path / "forged.txt"))
@@ -139,19 +147,29 @@ def test_zz_a_record_changed_behind_corrals_back_is_named_by_verify(ledger_serve
     result = ledger_server["cli"]("audit", "verify")
     assert result.returncode == 1
     assert "record 4 does not match its leaf hash" in result.stderr
+    direct = ledger_server["cli"]("audit", "verify", "--database", url)
+    assert direct.returncode == 1 and "record 4 does not match its leaf hash" in direct.stderr
     # A careful forger also rewrites the leaf hash: the signed checkpoints still give it away.
-    from corral.audit.ledger import row_leaf_hash
-
     engine = create_engine(sync_url(url))
     try:
         with engine.connect() as connection:
-            forged = row_leaf_hash(connection.execute(text("SELECT * FROM audit_records WHERE seq = 4")).one())
+            row = connection.execute(text("SELECT * FROM audit_records WHERE seq = 4")).one()._asdict()
     finally:
         engine.dispose()
+    forged = AuditRecord(**{name: value for name, value in row.items() if name != "leaf_hash"}).leaf_hash()
     tamper_with_ledger(url, "UPDATE audit_records SET leaf_hash = :h WHERE seq = 4", h=forged.hex())
-    result = ledger_server["cli"]("audit", "verify")
-    assert result.returncode == 1
-    assert "does not match the records: a record between 0 and" in result.stderr
+    for result in (ledger_server["cli"]("audit", "verify"), ledger_server["cli"]("audit", "verify", "--database", url)):
+        assert result.returncode == 1
+        assert "does not match the records: a record between 0 and" in result.stderr
+
+
+def test_verify_from_a_database_it_cannot_read_says_why_without_the_password(ledger_server):
+    result = ledger_server["cli"]("audit", "verify", "--database",
+                                  "postgresql://corral:s3cret-pw@127.0.0.1:9/corral")
+    assert result.returncode != 0 and "cannot read the ledger from --database" in result.stderr
+    assert "s3cret-pw" not in result.stderr + result.stdout and "Traceback" not in result.stderr
+    result = ledger_server["cli"]("audit", "verify", "--database", "mysql://x")
+    assert result.returncode != 0 and "unsupported database" in result.stderr
 
 
 def test_a_replica_with_another_signing_key_is_refused(fresh_database, tmp_path):

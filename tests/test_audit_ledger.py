@@ -6,7 +6,8 @@ import asyncio
 import pytest
 from sqlalchemy import create_engine, text
 
-from corral.audit.ledger import AuditLog, append_records, verify_records
+from corral.audit import ledger
+from corral.audit.ledger import AuditLog, append_records, verify_database
 from corral.audit.merkle import root_of
 from corral.audit.records import AuditRecord
 from corral.store.database import Database, sync_url
@@ -43,11 +44,10 @@ def test_concurrent_writers_get_consecutive_positions_and_the_ledger_verifies(fr
                 placed += await append_records(connection, [record(9000), record(9001)])
         finally:
             await log.stop()
-        async with database.read() as connection:
-            verification, tree = await verify_records(connection)
-        return placed, verification, tree
+        return placed
 
-    placed, verification, tree = run(fresh_database, scenario)
+    placed = run(fresh_database, scenario)
+    verification, tree = verify_database(fresh_database)
     assert sorted(r.seq for r in placed) == list(range(322))
     assert verification.problem is None and verification.size == 322
     by_seq = sorted(placed, key=lambda r: r.seq)
@@ -87,9 +87,27 @@ def test_a_record_changed_behind_corrals_back_is_named_by_verification(fresh_dat
     run(fresh_database, scenario)
     tamper_with_ledger(fresh_database, "UPDATE audit_records SET resource = 'make harmless' WHERE seq = 37")
 
-    async def check(database):
-        async with database.read() as connection:
-            return (await verify_records(connection))[0]
-
-    verification = run(fresh_database, check)
+    verification, tree = verify_database(fresh_database)
     assert verification.bad_seq == 37 and "record 37" in verification.problem
+    assert tree.size == 37  # the records before it still verify
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_verification_in_parallel_ranges_finds_the_same_records_and_problems(fresh_database, monkeypatch, workers):
+    """Large ledgers are checked in ranges by worker processes; with ranges forced small here,
+    a change in the second range is named, and an honest ledger gives the root of its records."""
+    upgrade(fresh_database)
+    records = [record(i) for i in range(300)]
+
+    async def scenario(database):
+        async with database.transaction() as connection:
+            return await append_records(connection, records)
+
+    placed = run(fresh_database, scenario)
+    monkeypatch.setattr(ledger, "PARALLEL_FROM", 100)
+    verification, tree = verify_database(fresh_database, workers=workers)
+    assert verification.problem is None and verification.size == 300
+    assert verification.root == root_of([r.leaf_hash() for r in placed])
+    tamper_with_ledger(fresh_database, "DELETE FROM audit_records WHERE seq = 250")
+    verification, tree = verify_database(fresh_database, workers=workers)
+    assert verification.problem == "record 250 is missing" and tree.size == 250

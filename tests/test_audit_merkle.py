@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from corral.audit.merkle import (EMPTY_ROOT, MerkleTree, leaf_hash, node_hash, root_of, verify_consistency,
+from corral.audit.merkle import (EMPTY_ROOT, MerkleTree, leaf_hash, levels_of, node_hash, root_of, verify_consistency,
                                  verify_inclusion)
 
 VECTORS = Path(__file__).parent / "vectors" / "rfc6962.json"
@@ -169,3 +169,20 @@ def test_building_a_tree_at_once_equals_appending_leaf_by_leaf(n):
     at_once.append(leaf_hash(b"more"))
     appended.append(leaf_hash(b"more"))
     assert at_once.root() == appended.root()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(min_value=0, max_value=300), st.integers(min_value=0, max_value=5), st.data())
+def test_a_tree_joined_from_ranges_built_apart_equals_the_whole(n, height, data):
+    """How verification splits work between processes: ranges starting at multiples of
+    2**height, each built up to `height` on its own, joined level by level."""
+    hashes = leaves(n)
+    step = 1 << height
+    cuts = sorted(set(data.draw(st.lists(st.integers(min_value=0, max_value=n // step), max_size=4))))
+    bounds = sorted({0, n, *(cut * step for cut in cuts)})
+    parts = [levels_of(b"".join(hashes[start:end]), height) for start, end in zip(bounds, bounds[1:])] or \
+        [levels_of(b"", height)]
+    joined = MerkleTree.from_levels([b"".join(part[level] for part in parts) for level in range(height + 1)])
+    assert joined.size == n and joined.root() == root_of(hashes) == mth(hashes)
+    if n:
+        assert joined.inclusion_proof(n - 1) == MerkleTree(hashes).inclusion_proof(n - 1)

@@ -29,6 +29,7 @@ def test_documented_examples_run(server, document, tmp_path):
     if not blocks:
         pytest.skip(f"{document.name} has no sh examples")
     env = {**os.environ, "CORRAL_URL": server.url, "CORRAL_KEY": server.admin_key,
+           "CORRAL_DATABASE_URL": server.database_url,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for block in blocks:
         # Names in examples are fixed; the session's server is shared, so make them unique per run.

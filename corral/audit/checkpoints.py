@@ -14,9 +14,10 @@ from pathlib import Path
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from corral.audit.ledger import row_leaf_hash, stored_records
+from corral.audit.ledger import stored_records
 from corral.audit.merkle import MerkleTree, verify_consistency
 from corral.audit.note import Checkpoint, NoteError, Signer
+from corral.audit.records import checked_leaf_hashes
 from corral.errors import Unavailable
 from corral.events.model import utcnow
 from corral.store.database import Database
@@ -115,19 +116,21 @@ class Checkpointer:
 
     async def _grow(self, connection: AsyncConnection, size: int) -> None:
         async for rows in stored_records(connection, self._tree.size):
-            for row in rows:
-                if row.seq >= size:
-                    return
-                if row.seq != self._tree.size:
-                    raise LedgerCorrupt(f"record {self._tree.size} is missing")
-                leaf = row_leaf_hash(row)
-                if leaf.hex() != row.leaf_hash:
-                    raise LedgerCorrupt(f"record {row.seq} does not match its leaf hash")
+            leaves: list[bytes] = []
+            problem = checked_leaf_hashes(rows[:size - self._tree.size], self._tree.size, leaves)
+            for leaf in leaves:
                 self._tree.append(leaf)
+            if problem is not None:
+                raise LedgerCorrupt(problem[0])
+            if self._tree.size >= size:
+                return
 
     async def checkpoint(self) -> str | None:
         """Sign the current tree head if the ledger grew since the last checkpoint; return the
         signed note, or None when there was nothing new."""
+        async with self._database.read() as connection:  # catching up outside the write lock
+            await self.grow(connection, (await connection.execute(
+                select(audit_head.c.size).where(audit_head.c.id == 1))).scalar_one())
         async with self._database.transaction() as connection:
             if connection.dialect.name == "postgresql":
                 await connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": CHECKPOINT_LOCK_ID})

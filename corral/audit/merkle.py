@@ -41,43 +41,71 @@ def _split(size: int) -> int:
     return 1 << ((size - 1).bit_length() - 1)
 
 
+HASH_SIZE = 32
+
+
+def parents(level: bytes) -> bytes:
+    """The level above: the node hash of each complete pair of these joined 32-byte hashes."""
+    return b"".join([sha256(b"\x01" + level[start:start + 64]).digest()
+                     for start in range(0, len(level) - HASH_SIZE, 2 * HASH_SIZE)])
+
+
+def levels_of(leaves: bytes, height: int) -> list[bytes]:
+    """The hashes of the complete subtrees over these joined leaf hashes, levels 0 to `height`.
+    For a range of leaves starting at a multiple of 2**height, these are exactly that range's
+    part of the whole tree's levels: ranges can be built apart and joined."""
+    levels = [leaves]
+    for _ in range(height):
+        levels.append(parents(levels[-1]))
+    return levels
+
+
 class MerkleTree:
     """A tree that grows by appending leaf hashes and keeps every complete subtree's hash, so any
-    root, inclusion proof or consistency proof is O(log n) hashes away."""
+    root, inclusion proof or consistency proof is O(log n) hashes away. Each level is kept as one
+    buffer of joined 32-byte hashes (half the memory of a list of bytes objects)."""
 
     def __init__(self, leaf_hashes: Iterable[bytes] = ()) -> None:
-        self._levels: list[list[bytes]] = [[]]
+        self._levels: list[bytearray] = [bytearray()]
         for value in leaf_hashes:
             self.append(value)
 
     @classmethod
     def from_leaves(cls, leaf_hashes: Sequence[bytes]) -> "MerkleTree":
         """The same tree as appending each leaf, built a level at a time (much faster)."""
+        return cls.from_levels([b"".join(leaf_hashes)])
+
+    @classmethod
+    def from_levels(cls, levels: Sequence[bytes]) -> "MerkleTree":
+        """The tree whose lowest levels (joined hashes, as `levels_of` gives them) are these; the
+        levels above are computed."""
         tree = cls()
-        level = list(leaf_hashes)
-        tree._levels = [level]
-        while len(level) > 1:
-            level = [sha256(b"\x01" + left + right).digest() for left, right in zip(level[0::2], level[1::2])]
-            tree._levels.append(level)
+        tree._levels = [bytearray(level) for level in levels]
+        while len(tree._levels[-1]) > HASH_SIZE:
+            tree._levels.append(bytearray(parents(tree._levels[-1])))
         return tree
 
     @property
     def size(self) -> int:
-        return len(self._levels[0])
+        return len(self._levels[0]) // HASH_SIZE
+
+    def _node(self, height: int, index: int) -> bytes:
+        return bytes(self._levels[height][index * HASH_SIZE:(index + 1) * HASH_SIZE])
 
     def append(self, value: bytes) -> int:
         """Add a leaf hash; return its index."""
+        if len(value) != HASH_SIZE:
+            raise ValueError(f"a leaf hash is {HASH_SIZE} bytes, not {len(value)}")
         index = self.size
-        self._levels[0].append(value)
+        self._levels[0] += value
         height, position = 0, index
         while position % 2 == 1:  # this node completes a pair: its parent is complete too
-            level = self._levels[height]
-            parent = node_hash(level[position - 1], level[position])
+            parent = node_hash(self._node(height, position - 1), self._node(height, position))
             height += 1
             position //= 2
             if height == len(self._levels):
-                self._levels.append([])
-            self._levels[height].append(parent)
+                self._levels.append(bytearray())
+            self._levels[height] += parent
         return index
 
     def root(self, size: int | None = None) -> bytes:
@@ -116,7 +144,7 @@ class MerkleTree:
             height = (end - position).bit_length() - 1  # the largest block that fits...
             if position:
                 height = min(height, (position & -position).bit_length() - 1)  # ...and is aligned
-            nodes.append(self._levels[height][position >> height])
+            nodes.append(self._node(height, position >> height))
             position += 1 << height
         result = nodes[-1]
         for node in reversed(nodes[:-1]):
