@@ -22,6 +22,7 @@ from corral.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from corral.api.routes import events as events_routes
 from corral.api.routes import health, identity
 from corral.api.routes import audit as audit_routes
+from corral.api.routes import llm as llm_routes
 from corral.api.routes import policy as policy_routes
 from corral.events.recorder import EventRecorder
 from corral.identity.bootstrap import ensure_admin
@@ -30,6 +31,7 @@ from corral.audit.checkpoints import Checkpointer, load_signer, pin_key
 from corral.audit.ledger import AuditLog
 from corral.audit.note import NoteError, Signer
 from corral.errors import ConfigError
+from corral.gateway.llm.proxy import LlmGateway
 from corral.policy import versions
 from corral.policy.active import PolicyState
 from corral.policy.overrides import record_expiries
@@ -51,6 +53,7 @@ class Corral:
     policy: PolicyState
     audit: AuditLog
     checkpointer: Checkpointer
+    llm: LlmGateway
 
 
 async def _prepare(settings: Settings, demo: bool) -> str | None:
@@ -136,9 +139,10 @@ def create_app(settings: Settings) -> FastAPI:
             oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url,
                                 settings.oidc_jwks_min_refresh_seconds)
         signer = _signer(settings)
-        corral = Corral(settings=settings, database=database, recorder=recorder, oidc=oidc,
-                        policy=PolicyState(database), audit=AuditLog(database),
-                        checkpointer=Checkpointer(database, signer, settings.checkpoint_seconds))
+        policy = PolicyState(database)
+        corral = Corral(settings=settings, database=database, recorder=recorder, oidc=oidc, policy=policy, audit=AuditLog(database),
+                        checkpointer=Checkpointer(database, signer, settings.checkpoint_seconds),
+                        llm=LlmGateway(policy, recorder))
         app.state.corral = corral
         recorder.start()
         corral.audit.start()
@@ -149,6 +153,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             sweeper.cancel()
             await asyncio.gather(sweeper, return_exceptions=True)
+            await corral.llm.close()
             await corral.checkpointer.stop()
             await corral.audit.stop()
             await recorder.stop()
@@ -166,6 +171,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(events_routes.router, prefix="/api/v1")
     app.include_router(policy_routes.router, prefix="/api/v1")
     app.include_router(audit_routes.router, prefix="/api/v1")
+    app.router.routes.extend(llm_routes.routes)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

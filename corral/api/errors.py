@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from corral.errors import CorralError
+from corral.gateway.llm.dialects import Dialect, error_body
 
 log = logging.getLogger("corral.api")
 
@@ -24,6 +25,25 @@ def rest_error(status: int, code: str, message: str, rule: str | None = None,
     if rule:
         body["rule"] = rule
     return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def dialect_of(path: str) -> Dialect | None:
+    """The model endpoints answer errors as the API they imitate, so SDKs raise their own errors."""
+    if path.startswith("/v1/messages"):
+        return "anthropic"
+    if path.startswith(("/v1/chat/", "/v1/responses", "/v1/models")):
+        return "openai"
+    return None
+
+
+def error_response(path: str, status: int, code: str, message: str, rule: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    dialect = dialect_of(path)
+    if dialect is None:
+        return rest_error(status, code, message, rule, headers)
+    if rule:
+        message = f"{message} (rule {rule})" if rule not in message else message
+    return JSONResponse(error_body(dialect, status, code, message), status_code=status, headers=headers)
 
 
 def _describe(errors: list[dict]) -> tuple[str, str]:
@@ -44,22 +64,24 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CorralError)
     async def _corral_error(request: Request, error: CorralError) -> JSONResponse:
         headers = {"WWW-Authenticate": 'Bearer realm="corral"'} if error.status == 401 else None
-        return rest_error(error.status, error.code, error.message, error.rule, headers)
+        if getattr(error, "retry_after", None):
+            headers = {**(headers or {}), "Retry-After": error.retry_after}
+        return error_response(request.url.path, error.status, error.code, error.message, error.rule, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
         code, message = _describe(list(error.errors()))
-        return rest_error(400 if code == "invalid_json" else 422, code, message)
+        return error_response(request.url.path, 400 if code == "invalid_json" else 422, code, message)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(error.status_code, "http_error")
         message = str(error.detail) if error.status_code != 404 else f"no such endpoint: {request.method} {request.url.path}"
-        return rest_error(error.status_code, code, message, headers=getattr(error, "headers", None))
+        return error_response(request.url.path, error.status_code, code, message, headers=getattr(error, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         request_id = request.scope.get("corral.request_id", "")
         log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, request_id)
-        return rest_error(500, "internal", f"internal error; the server log has the details under request id {request_id}",
+        return error_response(request.url.path, 500, "internal", f"internal error; the server log has the details under request id {request_id}",
                           headers={"x-corral-request-id": request_id})

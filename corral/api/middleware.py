@@ -8,7 +8,7 @@ import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from corral.api.errors import rest_error
+from corral.api.errors import error_response
 from corral.errors import PayloadTooLarge
 
 
@@ -46,7 +46,8 @@ class BodyLimitMiddleware:
             return
         if b"\x00" in scope.get("raw_path", b"") or b"%00" in scope.get("query_string", b"").lower() \
                 or b"%00" in scope.get("raw_path", b"").lower():
-            await rest_error(400, "invalid_request", "the URL contains a NUL character")(scope, receive, send)
+            await error_response(scope["path"], 400, "invalid_request", "the URL contains a NUL character")(
+                scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
@@ -79,7 +80,7 @@ class BodyLimitMiddleware:
 
 async def _reject(scope: Scope, receive: Receive, send: Send, error: PayloadTooLarge | None) -> None:
     if error is None:
-        response = rest_error(400, "invalid_request", "invalid Content-Length header")
+        response = error_response(scope["path"], 400, "invalid_request", "invalid Content-Length header")
     else:
-        response = rest_error(error.status, error.code, error.message)
+        response = error_response(scope["path"], error.status, error.code, error.message)
     await response(scope, receive, send)

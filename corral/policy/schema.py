@@ -61,11 +61,48 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class Price(Model):
+    """USD per million tokens, for models genai-prices does not know (private deployments)."""
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: float | None = Field(None, ge=0)
+    cache_write: float | None = Field(None, ge=0)
+
+
+class Health(Model):
+    """When a target is taken out of rotation: over the last `window_s`, at least `min_requests`
+    and an error (429, 5xx, timeout, refused) rate of `error_rate` or more; it rests `cooldown_s`,
+    then one probe request decides whether it is back."""
+    window_s: float = Field(60.0, gt=0, le=3600)
+    min_requests: int = Field(5, ge=1)
+    error_rate: float = Field(0.5, gt=0, le=1)
+    cooldown_s: float = Field(30.0, gt=0, le=3600)
+
+
+class MockBehaviour(Model):
+    """The built-in mock's faults, for the demo, tests and runbook drills."""
+    latency_ms: int = Field(0, ge=0, le=600_000)
+    fail_status: int | None = Field(None, ge=400, le=599)  # answer this status instead...
+    fail_rate: float = Field(1.0, ge=0, le=1)  # ...for this share of requests (deterministic)
+
+
 class Provider(Model):
     kind: Literal["openai", "anthropic", "mock"]
     base_url: Annotated[str, Field(pattern=_URL)] | None = None
     api_key: SecretRef | None = None
     timeout_s: float = Field(60.0, gt=0, le=600)
+    connect_timeout_s: float = Field(5.0, gt=0, le=60)
+    health: Health = Health()
+    prices: dict[str, Price] = {}  # model -> price, over genai-prices
+    mock: MockBehaviour | None = None
+
+    @model_validator(mode="after")
+    def _reachable(self) -> "Provider":
+        if self.kind != "mock" and self.base_url is None:
+            raise ValueError(f"a provider of kind {self.kind} needs a base_url")
+        if self.kind != "mock" and self.mock is not None:
+            raise ValueError("`mock` settings are for providers of kind mock")
+        return self
 
 
 class Profile(Model):

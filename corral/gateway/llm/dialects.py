@@ -1,0 +1,150 @@
+"""The two wire dialects agents speak to their models, OpenAI's and Anthropic's: their error
+bodies, where each keeps the model, the token cap and the usage, and how usage and tool calls are
+read from a response or from a stream as it passes. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Dialect = Literal["openai", "anthropic"]
+
+# Which dialect each kind of provider speaks (the mock speaks both).
+SPOKEN = {"openai": ("openai",), "anthropic": ("anthropic",), "mock": ("openai", "anthropic")}
+
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                 404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                    503: "overloaded_error", 529: "overloaded_error"}
+
+
+def error_body(dialect: Dialect, status: int, code: str, message: str) -> dict[str, Any]:
+    """An error as the real API would send it, so SDKs raise their own typed errors."""
+    if dialect == "anthropic":
+        return {"type": "error", "error": {"type": _ANTHROPIC_TYPES.get(status, "api_error"), "message": message}}
+    return {"error": {"message": message, "type": _OPENAI_TYPES.get(status, "api_error"), "param": None,
+                      "code": code}}
+
+
+@dataclass
+class Usage:
+    input_tokens: int | None = None  # all input tokens, cached ones included
+    output_tokens: int | None = None
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+@dataclass
+class Observed:
+    """What Corral reads from a response as it passes: usage, the tool calls the model made,
+    why it stopped, and when the first token came."""
+
+    usage: Usage = field(default_factory=Usage)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # {"id", "name", "arguments"}
+    stop_reason: str | None = None
+
+
+def read_openai(body: dict[str, Any], seen: Observed) -> None:
+    """A chat completion (whole) or one chunk of a streamed one."""
+    usage = body.get("usage")
+    if isinstance(usage, dict):
+        details = usage.get("prompt_tokens_details") or {}
+        seen.usage = Usage(usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                           int(details.get("cached_tokens") or 0))
+    for choice in body.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        if choice.get("finish_reason"):
+            seen.stop_reason = choice["finish_reason"]
+        message = choice.get("message") or choice.get("delta") or {}
+        for call in message.get("tool_calls") or ():
+            _openai_tool_call(call, seen.tool_calls)
+
+
+def _openai_tool_call(call: dict[str, Any], calls: list[dict[str, Any]]) -> None:
+    """Whole calls arrive at once; streamed ones in pieces keyed by `index`."""
+    function = call.get("function") or {}
+    index = call.get("index")
+    if index is not None and index < len(calls) and not call.get("id"):
+        calls[index]["arguments"] += function.get("arguments") or ""
+        return
+    calls.append({"id": call.get("id"), "name": function.get("name"), "arguments": function.get("arguments") or ""})
+
+
+def read_anthropic(body: dict[str, Any], seen: Observed) -> None:
+    """A message (whole) or one event of a streamed one."""
+    kind = body.get("type")
+    if kind == "message_start":
+        body = body.get("message") or {}
+        kind = "message"
+    if kind == "message":
+        _anthropic_usage(body.get("usage"), seen)
+        seen.stop_reason = body.get("stop_reason") or seen.stop_reason
+        for block in body.get("content") or ():
+            if isinstance(block, dict) and block.get("type") == "tool_use":
+                seen.tool_calls.append({"id": block.get("id"), "name": block.get("name"),
+                                        "arguments": json.dumps(block.get("input") or {})})
+    elif kind == "content_block_start":
+        block = body.get("content_block") or {}
+        if block.get("type") == "tool_use":
+            seen.tool_calls.append({"id": block.get("id"), "name": block.get("name"), "arguments": ""})
+    elif kind == "content_block_delta":
+        delta = body.get("delta") or {}
+        if delta.get("type") == "input_json_delta" and seen.tool_calls:
+            seen.tool_calls[-1]["arguments"] += delta.get("partial_json") or ""
+    elif kind == "message_delta":
+        _anthropic_usage(body.get("usage"), seen)
+        seen.stop_reason = (body.get("delta") or {}).get("stop_reason") or seen.stop_reason
+
+
+def _anthropic_usage(usage: Any, seen: Observed) -> None:
+    if not isinstance(usage, dict):
+        return
+    current = seen.usage
+    read = usage.get("cache_read_input_tokens")
+    written = usage.get("cache_creation_input_tokens")
+    fresh = usage.get("input_tokens")
+    current.cache_read_tokens = int(read) if read is not None else current.cache_read_tokens
+    current.cache_write_tokens = int(written) if written is not None else current.cache_write_tokens
+    if fresh is not None:  # Anthropic counts cached input apart; Corral counts all input
+        current.input_tokens = int(fresh) + current.cache_read_tokens + current.cache_write_tokens
+    if usage.get("output_tokens") is not None:
+        current.output_tokens = int(usage["output_tokens"])
+
+
+READERS = {"openai": read_openai, "anthropic": read_anthropic}
+
+
+class StreamReader:
+    """Reads server-sent events as their bytes pass to the client, without holding the stream:
+    each complete event's JSON data goes to the dialect's reader. Events that cannot matter
+    (text deltas) are skipped without parsing."""
+
+    _MATTERS = (b'"usage"', b'"tool_calls"', b'"tool_use"', b'input_json_delta', b'"finish_reason":"',
+                b'"finish_reason": "', b"message_delta", b"message_start")
+
+    def __init__(self, dialect: Dialect, seen: Observed) -> None:
+        self._read = READERS[dialect]
+        self._seen = seen
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._pending + chunk
+        *events, self._pending = data.replace(b"\r\n", b"\n").split(b"\n\n")
+        for event in events:
+            if any(marker in event for marker in self._MATTERS):
+                self._event(event)
+
+    def _event(self, event: bytes) -> None:
+        payload = b"\n".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
+        if not payload or payload == b"[DONE]":
+            return
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            return  # not ours to judge: the client gets the bytes as they came
+        if isinstance(body, dict):
+            self._read(body, self._seen)

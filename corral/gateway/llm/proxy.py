@@ -1,0 +1,307 @@
+"""The LLM gateway's one path: a client's request, in its dialect, decided by the policy, routed
+to the first fit target of its profile (later targets are fallbacks), passed back as it arrives,
+priced, and recorded as an `llm.request` event.
+
+A target that fails before any byte reached the client (429, 5xx, timeout, refused, broken
+answer) is marked in `TargetHealth` and the next target is tried, after a short jittered pause;
+once a stream has started it is never replayed. Every answer names what served it in
+`x-corral-target`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.responses import Response, StreamingResponse
+
+from corral.errors import CorralError, Forbidden, InvalidRequest, NotFound
+from corral.events.model import Event, utcnow
+from corral.events.recorder import EventRecorder
+from corral.gateway.llm.dialects import SPOKEN, Dialect, Observed, StreamReader, READERS, error_body
+from corral.gateway.llm.health import TargetHealth
+from corral.gateway.llm.pricing import cost_usd
+from corral.gateway.llm.upstream import Opened, UpstreamFailed, Upstreams, missing_credential, retryable_status
+from corral.identity.access import Principal
+from corral.policy.active import PolicyState
+from corral.policy.engine import Request, Subject
+from corral.policy.schema import Policy, Provider
+
+RETRY_PAUSE_S = (0.01, 0.05)  # the jittered pause before trying the next target
+
+
+class UpstreamsExhausted(CorralError):
+    status, code = 502, "upstream_unavailable"
+
+    def __init__(self, message: str, status: int = 502, retry_after: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.retry_after = status, retry_after
+
+
+@dataclass
+class Call:
+    """One request as the gateway sees it."""
+
+    dialect: Dialect
+    operation: str  # "chat" (chat completions, messages), "count_tokens"
+    principal: Principal
+    body: dict[str, Any]
+    headers: dict[str, str]
+    request_id: str
+    client: str
+    mode: str | None = None
+    task_id: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class Outcome:
+    """What the event of a call says."""
+
+    decision: str = "allow"
+    status: int = 200
+    outcome: str = "ok"
+    profile: str | None = None
+    target: str | None = None
+    tried: list[str] = field(default_factory=list)
+    seen: Observed = field(default_factory=Observed)
+    cost: float | None = None
+    first_byte_ms: float | None = None
+    error: str | None = None
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except ValueError as error:
+        raise InvalidRequest(f"the request body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("`model` is required: a profile name (see GET /v1/models) or provider/model")
+    return body
+
+
+class LlmGateway:
+    def __init__(self, policy: PolicyState, recorder: EventRecorder) -> None:
+        self._policy = policy
+        self._recorder = recorder
+        self.upstreams = Upstreams()
+        self.health = TargetHealth()
+
+    async def close(self) -> None:
+        await self.upstreams.close()
+
+    async def models(self, principal: Principal, client: str) -> list[str]:
+        """The profiles this caller may use (what `GET /v1/models` lists)."""
+        effective = await self._policy.current()
+        subject = _subject(principal, client)
+        now = utcnow()
+        return [name for name in effective.compiled.policy.profiles
+                if effective.decide(Request("llm.request", name, subject, now=now)).effect == "allow"]
+
+    async def handle(self, call: Call) -> Response:
+        result = Outcome()
+        asked = call.body["model"]
+        try:
+            effective = await self._policy.current()
+            _check_known(asked, effective.compiled.policy)
+            decision = effective.decide(Request("llm.request", asked, _subject(call.principal, call.client),
+                                                mode=call.mode, now=utcnow()))
+            result.decision = decision.effect
+            result.profile = decision.obligations.get("profile")
+            if decision.effect != "allow":
+                why = "needs a confirmation or an approval, which a model request cannot wait for" \
+                    if decision.effect != "deny" else "is denied"
+                raise Forbidden(f"{asked!r} {why}: {decision.reason}", rule=",".join(decision.rules) or None)
+            targets = decision.obligations.get("targets") or [asked]
+            providers = effective.compiled.policy.providers
+            _cap_tokens(call, decision.obligations.get("max_tokens"))
+            opened, provider = await self._open_first(call, targets, providers, result)
+        except CorralError as error:
+            result.status, result.outcome, result.error = error.status, _outcome_of(error), error.message
+            self._record(call, result)
+            raise
+        if call.body.get("stream") and opened.status == 200:
+            return StreamingResponse(self._relay(call, opened, provider, result), status_code=200,
+                                     media_type="text/event-stream", headers=_served_headers(result))
+        body = await opened.read()
+        if opened.status == 200:
+            try:
+                READERS[call.dialect](json.loads(body), result.seen)
+            except (ValueError, AttributeError):
+                pass  # passed on as it came; usage unknown
+        else:
+            result.outcome = "error"
+        result.status = opened.status
+        result.cost = cost_usd(provider, result.target.partition("/")[2], result.seen.usage)
+        self._record(call, result)
+        return Response(body, status_code=opened.status, media_type=opened.content_type or "application/json",
+                        headers=_served_headers(result))
+
+    async def _open_first(self, call: Call, targets: list[str], providers: dict[str, Provider],
+                          result: Outcome) -> tuple[Opened, Provider]:
+        failures: list[str] = []
+        last: UpstreamFailed | None = None
+        candidates = [t for t in targets if t.partition("/")[0] in providers]
+        spoken = [t for t in candidates if call.dialect in SPOKEN[providers[t.partition("/")[0]].kind]]
+        if not spoken:
+            raise InvalidRequest(f"{call.body['model']!r} is served by {', '.join(candidates)}, which do not speak "
+                                 f"the {call.dialect} API; call the other endpoint (/v1/messages or /v1/chat/completions)")
+        for index, target in enumerate(spoken):
+            name, _, model = target.partition("/")
+            provider = providers[name]
+            missing = missing_credential(provider)
+            if missing:
+                failures.append(f"{target} was skipped: its credential {missing} is not set on this server")
+                continue
+            if not self.health.available(target, provider.health):
+                failures.append(f"{target} is cooling down after errors")
+                continue
+            if result.tried:
+                await asyncio.sleep(random.uniform(*RETRY_PAUSE_S))
+            result.tried.append(target)
+            body = {**call.body, "model": model}
+            try:
+                opened = await self.upstreams.open(name, provider, call.dialect, call.operation, body, call.headers)
+                if retryable_status(opened.status):
+                    error_text = await opened.read()
+                    raise UpstreamFailed(f"answered {opened.status}", True, opened.status, error_text)
+                if opened.status == 200 and not call.body.get("stream"):
+                    opened = await _checked_json(opened)
+            except UpstreamFailed as error:
+                self.health.record(target, provider.health, failed=True)
+                failures.append(f"{target} {error.message}")
+                last = error
+                continue
+            self.health.record(target, provider.health, failed=False)
+            result.target = target
+            return opened, provider
+        status = 504 if last is not None and last.timeout and all("within" in f for f in failures if f) else 502
+        retry_after = None
+        if last is not None and last.status == 429 and all("answered 429" in f for f in failures):
+            status, retry_after = 429, "1"
+        raise UpstreamsExhausted(f"no target could answer {call.body['model']!r}: {'; '.join(failures)}",
+                                 status, retry_after)
+
+    async def _relay(self, call: Call, opened: Opened, provider: Provider, result: Outcome) -> AsyncIterator[bytes]:
+        reader = StreamReader(call.dialect, result.seen)
+        try:
+            async for chunk in opened.chunks:
+                if result.first_byte_ms is None:
+                    result.first_byte_ms = (time.perf_counter() - call.started) * 1000
+                reader.feed(chunk)
+                yield chunk
+        except UpstreamFailed as error:  # too late for another target: the client is told in-stream
+            result.outcome, result.error = "error", f"{result.target} {error.message}"
+            yield _stream_error(call.dialect, f"the model's answer broke off: {error.message}")
+        except asyncio.CancelledError:  # the client went away: the upstream request is closed below
+            result.outcome = "cancelled"
+            raise
+        finally:
+            await opened.close()
+            result.cost = cost_usd(provider, result.target.partition("/")[2], result.seen.usage)
+            self._record(call, result)
+
+    def _record(self, call: Call, result: Outcome) -> None:
+        usage = result.seen.usage
+        attributes: dict[str, Any] = {"profile": result.profile, "target": result.target, "status": result.status,
+                                      "request_id": call.request_id, "stream": bool(call.body.get("stream")),
+                                      "dialect": call.dialect, "cached_tokens": usage.cache_read_tokens}
+        if len(result.tried) > 1 or (result.tried and result.target != result.tried[0]):
+            attributes["fallbacks"] = result.tried
+        if result.first_byte_ms is not None:
+            attributes["first_byte_ms"] = round(result.first_byte_ms, 2)
+        if result.seen.tool_calls:
+            attributes["tool_calls"] = [call_["name"] for call_ in result.seen.tool_calls]
+        if result.seen.stop_reason:
+            attributes["stop_reason"] = result.seen.stop_reason
+        if result.error:
+            attributes["error"] = result.error
+        principal = call.principal
+        self._recorder.emit(Event(
+            kind="llm.request", action="llm.request", user_email=principal.email, team=principal.team,
+            key_id=principal.key_id, client=call.client, task_id=call.task_id, mode=call.mode,
+            resource=call.body.get("model"), decision=result.decision, outcome=result.outcome,
+            duration_ms=round((time.perf_counter() - call.started) * 1000, 2), tokens_in=usage.input_tokens,
+            tokens_out=usage.output_tokens, cost_usd=result.cost, attributes=attributes))
+
+
+_CLIENTS = (("roocode", "roo-code"), ("roo code", "roo-code"), ("roo-cline", "roo-code"), ("cline", "cline"),
+            ("claude-cli", "claude-code"), ("claude-code", "claude-code"), ("openai/python", "openai-sdk"),
+            ("openai/js", "openai-sdk"), ("anthropic/python", "anthropic-sdk"), ("anthropic/js", "anthropic-sdk"))
+
+
+def client_of(headers: dict[str, str]) -> str:
+    """Which agent is calling, from what it says about itself (User-Agent, X-Title, originator)."""
+    said = " ".join(headers.get(name, "") for name in ("user-agent", "x-title", "originator", "http-referer")).lower()
+    for marker, client in _CLIENTS:
+        if marker in said:
+            return client
+    return "other"
+
+
+def _check_known(asked: str, policy: Policy) -> None:
+    provider, slash, model = asked.partition("/")
+    if asked not in policy.profiles and not (slash and model and provider in policy.providers):
+        raise NotFound(f"{asked!r} is neither a profile nor a provider/model of a known provider; "
+                       "GET /v1/models lists what you may use")
+
+
+def _subject(principal: Principal, client: str) -> Subject:
+    return Subject(principal.email, principal.teams, principal.roles, client)
+
+
+def _cap_tokens(call: Call, cap: int | None) -> None:
+    """The policy's token cap (a profile's `max_tokens`, an obligation, an override) wins over a
+    larger request; a request without one gets the cap."""
+    if not cap:
+        return
+    body = call.body
+    field_name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+    asked = body.get(field_name)
+    if not isinstance(asked, int) or asked > cap:
+        body[field_name] = cap
+
+
+async def _checked_json(opened: Opened) -> Opened:
+    """A whole answer must be JSON; an HTML error page with status 200 is a broken target."""
+    body = await opened.read()
+    try:
+        json.loads(body)
+    except ValueError:
+        kind = "an HTML page" if body.lstrip()[:1] == b"<" else "something that is not JSON"
+        raise UpstreamFailed(f"answered {kind} instead of JSON", True) from None
+
+    async def again() -> AsyncIterator[bytes]:
+        yield body
+
+    return Opened(opened.status, opened.content_type, again(), opened.close)
+
+
+def _stream_error(dialect: Dialect, message: str) -> bytes:
+    body = json.dumps(error_body(dialect, 502, "upstream_broke_off", message))
+    return (f"event: error\ndata: {body}\n\n" if dialect == "anthropic" else f"data: {body}\n\n").encode()
+
+
+def _served_headers(result: Outcome) -> dict[str, str]:
+    headers = {"x-corral-target": result.target or ""}
+    if result.profile:
+        headers["x-corral-profile"] = result.profile
+    if len(result.tried) > 1:
+        headers["x-corral-fallbacks"] = ",".join(result.tried[:-1])
+    return headers
+
+
+def _outcome_of(error: CorralError) -> str:
+    if error.status in (401, 403):
+        return "denied"
+    if error.status == 504:
+        return "timeout"
+    return "error"

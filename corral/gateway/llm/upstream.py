@@ -1,0 +1,133 @@
+"""Calling a target: one request to a provider in the client's dialect, with the provider's
+own credential (read from its `env:` reference at call time, never stored, never logged).
+What comes back is opened but not read, so a stream can be passed on as it arrives.
+
+`UpstreamFailed` is a failure that happened before any byte reached the client, and says
+whether another target may be tried (429, 5xx, timeouts, refused connections) or not.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from corral.gateway.llm.dialects import Dialect
+from corral.gateway.llm.mock import MockModel
+from corral.policy.schema import Provider
+
+ANTHROPIC_VERSION = "2023-06-01"
+_PATHS = {("openai", "chat"): "/chat/completions", ("openai", "responses"): "/responses",
+          ("anthropic", "chat"): "/v1/messages", ("anthropic", "count_tokens"): "/v1/messages/count_tokens"}
+_PASSED_HEADERS = ("anthropic-beta",)  # client headers that change what the provider does
+
+
+class UpstreamFailed(Exception):
+    def __init__(self, message: str, retryable: bool, status: int | None = None, body: bytes | None = None,
+                 timeout: bool = False) -> None:
+        super().__init__(message)
+        self.message, self.retryable, self.status, self.body, self.timeout = message, retryable, status, body, timeout
+
+
+def retryable_status(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+@dataclass
+class Opened:
+    """An upstream answer whose status is known and whose body is still to be read."""
+
+    status: int
+    content_type: str
+    chunks: AsyncIterator[bytes]
+    close: Any  # async callable
+
+    async def read(self) -> bytes:
+        try:
+            return b"".join([chunk async for chunk in self.chunks])
+        finally:
+            await self.close()
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+class Upstreams:
+    """Every provider's connection: one pooled HTTP client for all, and the mock models."""
+
+    def __init__(self) -> None:
+        self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+                                       follow_redirects=False)
+        self._mocks: dict[tuple[str, Any], MockModel] = {}
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def open(self, name: str, provider: Provider, dialect: Dialect, operation: str, body: dict[str, Any],
+                   client_headers: dict[str, str]) -> Opened:
+        if provider.kind == "mock":
+            mock = self._mocks.get((name, provider.mock))
+            if mock is None:
+                mock = self._mocks[(name, provider.mock)] = MockModel(provider.mock)
+            status, answer = await mock.answer(dialect, operation, body.get("model", ""), body)
+            chunks = _once(answer) if isinstance(answer, bytes) else answer
+            content_type = "text/event-stream" if not isinstance(answer, bytes) else "application/json"
+            return Opened(status, content_type, chunks, _nothing)
+        request = self._http.build_request(
+            "POST", provider.base_url.rstrip("/") + _PATHS[(dialect, operation)], json=body,
+            headers=_headers(provider, dialect, client_headers),
+            timeout=httpx.Timeout(provider.timeout_s, connect=provider.connect_timeout_s))
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.TimeoutException:
+            raise UpstreamFailed(f"no answer within {provider.timeout_s:g} s", True, timeout=True) from None
+        except httpx.HTTPError as error:
+            raise UpstreamFailed(f"cannot reach {provider.base_url}: {type(error).__name__}", True) from None
+        return Opened(response.status_code, response.headers.get("content-type", ""), _chunks(response, provider),
+                      response.aclose)
+
+
+async def _chunks(response: httpx.Response, provider: Provider) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_raw():
+            yield chunk
+    except httpx.TimeoutException:
+        raise UpstreamFailed(f"the answer stopped for more than {provider.timeout_s:g} s", True, timeout=True) from None
+    except httpx.HTTPError as error:
+        raise UpstreamFailed(f"the connection broke mid-answer: {type(error).__name__}", True) from None
+    finally:
+        await response.aclose()
+
+
+def _headers(provider: Provider, dialect: Dialect, client_headers: dict[str, str]) -> dict[str, str]:
+    headers = {name: client_headers[name] for name in _PASSED_HEADERS if name in client_headers}
+    secret = _secret(provider.api_key)
+    if dialect == "anthropic":
+        headers["anthropic-version"] = client_headers.get("anthropic-version", ANTHROPIC_VERSION)
+        if secret:
+            headers["x-api-key"] = secret
+    elif secret:
+        headers["authorization"] = f"Bearer {secret}"
+    return headers
+
+
+def missing_credential(provider: Provider) -> str | None:
+    """The `env:` reference of a credential the provider needs but this process lacks."""
+    if provider.api_key and _secret(provider.api_key) is None:
+        return provider.api_key
+    return None
+
+
+def _secret(reference: str | None) -> str | None:
+    """The value behind an `env:NAME` reference, read when it is needed."""
+    if not reference:
+        return None
+    return os.environ.get(reference.removeprefix("env:")) or None

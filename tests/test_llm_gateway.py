@@ -1,0 +1,386 @@
+"""The LLM gateway with the real `openai` and `anthropic` SDKs as clients, in front of a local
+upstream that speaks both wire formats (tests/upstream.py) and the built-in mock: routing and
+fallback, streams passed through, usage and cost, errors in each dialect, and the events."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from corral.identity.tokens import generate_key
+from tests.conftest import BACKENDS, own_database, start_server, stop_server, unique
+from tests.upstream import CACHED, USAGE_IN, USAGE_OUT, Behaviour, Upstream
+
+SECRET = "sk-upstream-" + "x" * 24  # the provider's key: only Corral holds it
+
+POLICY = """
+version: 1
+default: deny
+roles: [admin, approver, auditor, developer, contractor]
+teams:
+  contractors: {{roles: [contractor]}}
+providers:
+  primary: {{kind: openai, base_url: "{up}/primary/v1", api_key: "env:PRIMARY_KEY",
+            prices: {{gpt-x: {{input: 1.0, output: 2.0, cache_read: 0.5}}}},
+            health: {{min_requests: 1000}}}}  # tests fail it on purpose: it must not rest
+  backup:  {{kind: openai, base_url: "{up}/backup/v1", api_key: "env:PRIMARY_KEY", health: {{min_requests: 1000}}}}
+  shaky:   {{kind: openai, base_url: "{up}/shaky/v1", health: {{min_requests: 2, error_rate: 1.0, cooldown_s: 1}}}}
+  slow:    {{kind: openai, base_url: "{up}/slow/v1", timeout_s: 1}}
+  closed:  {{kind: openai, base_url: "http://127.0.0.1:9/v1", connect_timeout_s: 1}}
+  claude:  {{kind: anthropic, base_url: "{up}/claude", api_key: "env:PRIMARY_KEY"}}
+  nokey:   {{kind: openai, base_url: "{up}/nokey/v1", api_key: "env:CORRAL_TEST_UNSET_KEY"}}
+  mock:    {{kind: mock}}
+  broken:  {{kind: mock, mock: {{fail_status: 503}}}}
+modes:
+  code: {{tools: [read, edit, command, mcp]}}
+  ask:  {{tools: [read, mcp]}}
+profiles:
+  main:     {{targets: [primary/gpt-x, backup/gpt-y]}}
+  capped:   {{targets: [primary/gpt-x], max_tokens: 100}}
+  sonnet:   {{targets: [claude/claude-sonnet-4-5]}}
+  shaky:    {{targets: [shaky/s1, backup/gpt-y]}}
+  slow:     {{targets: [slow/s1]}}
+  refused:  {{targets: [closed/c1, backup/gpt-y]}}
+  unkeyed:  {{targets: [nokey/n1, mock/echo]}}
+  mocked:   {{targets: [mock/echo]}}
+  down:     {{targets: [broken/b1]}}
+  release:  {{targets: [primary/gpt-x]}}
+  solo:     {{targets: [primary/gpt-x]}}
+rules:
+  - id: profiles-for-everyone
+    effect: allow
+    action: llm.request
+    match: {{profile: [main, capped, sonnet, shaky, slow, refused, unkeyed, mocked, down, release, solo]}}
+  - id: contractors-not-on-release
+    effect: deny
+    action: llm.request
+    when: {{team: contractors}}
+    match: {{profile: [release]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    server = Upstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def gateway(request, tmp_path_factory, upstream):
+    data_dir = tmp_path_factory.mktemp(f"gateway-{request.param}")
+    policy = data_dir / "policy.yaml"
+    policy.write_text(POLICY.format(up=f"http://127.0.0.1:{upstream.port}"))
+    admin_key = generate_key()
+    with own_database(request.param, data_dir) as database_url:
+        process, url, log_path = start_server(data_dir, database_url, {
+            "CORRAL_ADMIN_KEY": admin_key, "CORRAL_POLICY": str(policy), "PRIMARY_KEY": SECRET,
+            "CORRAL_MAX_BODY_BYTES": str(256 * 1024)})
+        try:
+            yield {"url": url, "admin": admin_key, "log": log_path, "data_dir": data_dir}
+        finally:
+            stop_server(process)
+
+
+def user_key(gateway, teams=(), scopes=None):
+    email = f"{unique('dev')}@example.com"
+    headers = {"Authorization": f"Bearer {gateway['admin']}"}
+    for team in teams:
+        httpx.post(gateway["url"] + "/api/v1/teams", json={"name": team}, headers=headers, timeout=10)
+    created = httpx.post(gateway["url"] + "/api/v1/users", json={"email": email, "roles": ["developer"],
+                                                                  "teams": list(teams)}, headers=headers, timeout=10)
+    assert created.status_code == 201, created.text
+    body = {"user": email} if scopes is None else {"user": email, "scopes": scopes}
+    return email, httpx.post(gateway["url"] + "/api/v1/keys", json=body, headers=headers, timeout=10).json()["key"]
+
+
+def oai(gateway, key=None, **headers):
+    return openai.OpenAI(base_url=gateway["url"] + "/v1", api_key=key or gateway["admin"], max_retries=0,
+                         timeout=20, default_headers=headers or None)
+
+
+def claude(gateway, key=None):
+    return anthropic.Anthropic(base_url=gateway["url"], api_key=key or gateway["admin"], max_retries=0, timeout=20)
+
+
+def events(gateway, request_id):
+    """The llm.request event of one request (events are written in batches: wait for it)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = httpx.get(gateway["url"] + "/api/v1/events", params={"kind": "llm.request", "limit": 200},
+                          headers={"Authorization": f"Bearer {gateway['admin']}"}, timeout=10).json()["events"]
+        mine = [e for e in found if e["attributes"].get("request_id") == request_id]
+        if mine:
+            return mine[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no llm.request event for request {request_id}")
+
+
+ROO_TOOLS = [{"type": "function", "function": {
+    "name": "execute_command", "description": "Run a CLI command", "strict": True,
+    "parameters": {"type": "object", "properties": {"command": {"type": "string"}, "cwd": {"type": ["string", "null"]}},
+                   "required": ["command", "cwd"], "additionalProperties": False}}}]
+
+
+# ---- OpenAI dialect --------------------------------------------------------------------------
+
+
+def test_a_chat_completion_goes_to_the_profiles_first_target_with_the_providers_key(gateway, upstream):
+    upstream.then("primary", Behaviour(text="the answer is 42"))
+    raw = oai(gateway).chat.completions.with_raw_response.create(
+        model="main", messages=[{"role": "user", "content": "what is the answer?"}])
+    completion = raw.parse()
+    assert completion.choices[0].message.content == "the answer is 42"
+    assert raw.headers["x-corral-target"] == "primary/gpt-x"
+    seen = upstream.received["primary"][-1]
+    assert seen.body["model"] == "gpt-x" and seen.body["messages"][0]["content"] == "what is the answer?"
+    assert seen.headers["authorization"] == f"Bearer {SECRET}"
+    assert gateway["admin"] not in json.dumps(seen.headers)  # the Corral key never leaves Corral
+    event = events(gateway, raw.headers["x-corral-request-id"])
+    assert event["tokens_in"] == USAGE_IN and event["tokens_out"] == USAGE_OUT
+    # policy price for gpt-x: $1/M input, $0.5/M cached input, $2/M output
+    expected = ((USAGE_IN - CACHED) * 1.0 + CACHED * 0.5 + USAGE_OUT * 2.0) / 1_000_000
+    assert event["cost_usd"] == pytest.approx(expected)
+    assert event["decision"] == "allow" and event["outcome"] == "ok" and event["client"] == "openai-sdk"
+    assert event["attributes"]["profile"] == "main" and event["attributes"]["target"] == "primary/gpt-x"
+
+
+def test_a_roo_code_shaped_stream_with_tools_passes_through_and_is_read_on_the_way(gateway, upstream):
+    upstream.then("primary", Behaviour(tool=("execute_command", {"command": "make test", "cwd": None})))
+    client = oai(gateway, **{"X-Title": "Roo Code", "User-Agent": "RooCode/3.52.1", "x-corral-mode": "code"})
+    with client.chat.completions.with_streaming_response.create(
+            model="main", stream=True, stream_options={"include_usage": True}, temperature=0,
+            tools=ROO_TOOLS, tool_choice="auto", parallel_tool_calls=True,
+            messages=[{"role": "system", "content": "You are Roo"}, {"role": "user", "content": "run the tests"}]) as raw:
+        request_id = raw.headers["x-corral-request-id"]
+        chunks = list(raw.parse())
+    arguments = "".join(c.choices[0].delta.tool_calls[0].function.arguments or ""
+                        for c in chunks if c.choices and c.choices[0].delta.tool_calls)
+    assert json.loads(arguments) == {"command": "make test", "cwd": None}
+    assert chunks[-1].usage.prompt_tokens == USAGE_IN
+    assert upstream.received["primary"][-1].body["tools"] == ROO_TOOLS
+    event = events(gateway, request_id)
+    assert event["client"] == "roo-code" and event["mode"] == "code"
+    assert event["attributes"]["tool_calls"] == ["execute_command"] and event["attributes"]["stream"] is True
+    assert event["tokens_out"] == USAGE_OUT and event["attributes"]["stop_reason"] == "tool_calls"
+    assert event["attributes"]["first_byte_ms"] > 0
+
+
+def test_a_failing_first_target_falls_back_without_the_client_noticing(gateway, upstream):
+    before = len(upstream.received["backup"])
+    upstream.then("primary", Behaviour(kind="status", status=503, body={"error": {"message": "overloaded"}}))
+    upstream.then("backup", Behaviour(text="served by the backup"))
+    raw = oai(gateway).chat.completions.with_raw_response.create(model="main", messages=[{"role": "user", "content": "hi"}])
+    assert raw.parse().choices[0].message.content == "served by the backup"
+    assert raw.headers["x-corral-target"] == "backup/gpt-y" and raw.headers["x-corral-fallbacks"] == "primary/gpt-x"
+    assert len(upstream.received["backup"]) == before + 1
+    event = events(gateway, raw.headers["x-corral-request-id"])
+    assert event["attributes"]["fallbacks"] == ["primary/gpt-x", "backup/gpt-y"]
+
+
+@pytest.mark.parametrize("failure", [Behaviour(kind="html", status=502), Behaviour(kind="html", status=200),
+                                     Behaviour(kind="status", status=500, body=None)])
+def test_html_pages_and_empty_errors_from_a_target_count_as_failures(gateway, upstream, failure):
+    upstream.then("primary", failure)
+    upstream.then("backup", Behaviour(text="fine"))
+    raw = oai(gateway).chat.completions.with_raw_response.create(model="main", messages=[{"role": "user", "content": "x"}])
+    assert raw.parse().choices[0].message.content == "fine" and raw.headers["x-corral-target"] == "backup/gpt-y"
+
+
+def test_a_stream_falls_back_when_the_first_target_fails_before_the_first_byte(gateway, upstream):
+    upstream.then("primary", Behaviour(kind="status", status=429, body={"error": {"message": "slow down"}}))
+    upstream.then("backup", Behaviour(text="streamed from backup"))
+    stream = oai(gateway).chat.completions.create(model="main", stream=True, messages=[{"role": "user", "content": "x"}])
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text.strip() == "streamed from backup"
+
+
+def test_a_stream_cut_in_the_middle_is_reported_to_the_client_and_never_replayed(gateway, upstream):
+    before = len(upstream.received["backup"])
+    upstream.then("primary", Behaviour(kind="cut", text="one two three"))
+    stream = oai(gateway).chat.completions.create(model="main", stream=True, messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.APIError, match="broke off"):
+        for _ in stream:
+            pass
+    assert len(upstream.received["backup"]) == before  # not replayed elsewhere
+
+
+def test_a_refused_connection_falls_back(gateway, upstream):
+    raw = oai(gateway).chat.completions.with_raw_response.create(model="refused",
+                                                                 messages=[{"role": "user", "content": "x"}])
+    assert raw.headers["x-corral-target"] == "backup/gpt-y"
+
+
+def test_a_target_whose_credential_is_not_set_is_skipped(gateway):
+    raw = oai(gateway).chat.completions.with_raw_response.create(model="unkeyed",
+                                                                 messages=[{"role": "user", "content": "ping"}])
+    assert raw.headers["x-corral-target"] == "mock/echo"
+    assert raw.parse().choices[0].message.content == "mock reply to: ping"
+
+
+def test_a_hanging_target_times_out_with_a_clear_error(gateway, upstream):
+    upstream.then("slow", Behaviour(kind="hang"))
+    with pytest.raises(openai.APIStatusError) as caught:
+        oai(gateway).chat.completions.create(model="slow", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.status_code == 504
+    assert "slow/s1 no answer within 1 s" in caught.value.message
+
+
+def test_a_429_with_nowhere_else_to_go_is_a_429_with_retry_after(gateway, upstream):
+    upstream.then("primary", Behaviour(kind="status", status=429, body={"error": {"message": "rate"}},
+                                       headers={"retry-after": "7"}))
+    with pytest.raises(openai.RateLimitError) as caught:
+        oai(gateway).chat.completions.create(model="solo", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.response.headers["retry-after"]
+    assert "primary/gpt-x answered 429" in caught.value.message
+
+
+def test_a_providers_own_refusal_of_the_request_is_passed_on_not_retried(gateway, upstream):
+    before = len(upstream.received["backup"])
+    refusal = {"error": {"message": "messages: too long", "type": "invalid_request_error", "param": None,
+                         "code": "context_length_exceeded"}}
+    upstream.then("primary", Behaviour(kind="status", status=400, body=refusal))
+    with pytest.raises(openai.BadRequestError) as caught:
+        oai(gateway).chat.completions.create(model="main", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.code == "context_length_exceeded"
+    assert len(upstream.received["backup"]) == before
+
+
+def test_a_target_that_keeps_failing_rests_then_is_probed(gateway, upstream):
+    upstream.then("shaky", Behaviour(kind="status", status=500), Behaviour(kind="status", status=500))
+    for _ in range(2):
+        oai(gateway).chat.completions.create(model="shaky", messages=[{"role": "user", "content": "x"}])
+    asked = len(upstream.received["shaky"])
+    raw = oai(gateway).chat.completions.with_raw_response.create(model="shaky", messages=[{"role": "user", "content": "x"}])
+    assert raw.headers["x-corral-target"] == "backup/gpt-y" and len(upstream.received["shaky"]) == asked
+    time.sleep(1.2)  # the cool-down passes: the next request is the probe, and it succeeds
+    raw = oai(gateway).chat.completions.with_raw_response.create(model="shaky", messages=[{"role": "user", "content": "x"}])
+    assert raw.headers["x-corral-target"] == "shaky/s1" and len(upstream.received["shaky"]) == asked + 1
+
+
+def test_the_profiles_token_cap_wins(gateway, upstream):
+    oai(gateway).chat.completions.create(model="capped", max_tokens=5000, messages=[{"role": "user", "content": "x"}])
+    assert upstream.received["primary"][-1].body["max_tokens"] == 100
+    oai(gateway).chat.completions.create(model="capped", messages=[{"role": "user", "content": "x"}])
+    assert upstream.received["primary"][-1].body["max_tokens"] == 100
+
+
+def test_a_client_that_goes_away_mid_stream_cancels_the_upstream_request(gateway, upstream):
+    upstream.then("primary", Behaviour(kind="slow_stream", text=" ".join(["word"] * 40)))
+    with httpx.stream("POST", gateway["url"] + "/v1/chat/completions", timeout=10,
+                      headers={"Authorization": f"Bearer {gateway['admin']}"},
+                      json={"model": "solo", "stream": True, "messages": [{"role": "user", "content": "x"}]}) as response:
+        next(response.iter_bytes())
+    deadline = time.monotonic() + 10
+    while "primary" not in upstream.disconnected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "primary" in upstream.disconnected
+
+
+# ---- Anthropic dialect -----------------------------------------------------------------------
+
+
+CLAUDE_TOOLS = [{"name": "Bash", "description": "Run a shell command",
+                 "input_schema": {"type": "object", "properties": {"command": {"type": "string"}},
+                                  "required": ["command"]}}]
+
+
+def test_a_claude_code_shaped_message_with_tools(gateway, upstream):
+    upstream.then("claude", Behaviour(tool=("Bash", {"command": "git status"})))
+    raw = claude(gateway).messages.with_raw_response.create(
+        model="sonnet", max_tokens=1024, tools=CLAUDE_TOOLS, messages=[{"role": "user", "content": "status?"}],
+        extra_headers={"anthropic-beta": "interleaved-thinking-2025-05-14", "User-Agent": "claude-cli/2.1.197 (external, cli)"})
+    message = raw.parse()
+    assert message.content[0].type == "tool_use" and message.content[0].input == {"command": "git status"}
+    seen = upstream.received["claude"][-1]
+    assert seen.headers["x-api-key"] == SECRET and seen.headers["anthropic-beta"] == "interleaved-thinking-2025-05-14"
+    assert seen.body["model"] == "claude-sonnet-4-5"
+    event = events(gateway, raw.headers["x-corral-request-id"])
+    assert event["client"] == "claude-code" and event["attributes"]["tool_calls"] == ["Bash"]
+    # genai-prices: claude-sonnet-4-5 costs $3/M input and $15/M output; 20 in, 10 out
+    assert event["cost_usd"] == pytest.approx((20 * 3 + 10 * 15) / 1_000_000)
+
+
+def test_an_anthropic_stream_with_tools(gateway, upstream):
+    upstream.then("claude", Behaviour(tool=("Bash", {"command": "ls -la"})))
+    with claude(gateway).messages.stream(model="sonnet", max_tokens=100, tools=CLAUDE_TOOLS,
+                                         messages=[{"role": "user", "content": "list"}]) as stream:
+        message = stream.get_final_message()
+    assert message.content[0].input == {"command": "ls -la"} and message.usage.output_tokens == 10
+
+
+def test_the_mock_answers_both_dialects_streamed_or_not(gateway):
+    text = "".join(c.choices[0].delta.content or "" for c in oai(gateway).chat.completions.create(
+        model="mocked", stream=True, messages=[{"role": "user", "content": "hello mock"}]) if c.choices)
+    assert text == "mock reply to: hello mock"
+    message = claude(gateway).messages.create(model="mocked", max_tokens=50,
+                                              messages=[{"role": "user", "content": "hello mock"}])
+    assert message.content[0].text == "mock reply to: hello mock"
+    with claude(gateway).messages.stream(model="mocked", max_tokens=50,
+                                         messages=[{"role": "user", "content": "hi"}]) as stream:
+        assert "".join(stream.text_stream) == "mock reply to: hi"
+    counted = claude(gateway).messages.count_tokens(model="mocked", messages=[{"role": "user", "content": "hi"}])
+    assert counted.input_tokens > 0
+
+
+def test_an_injected_mock_fault_is_a_clear_upstream_error(gateway):
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        claude(gateway).messages.create(model="down", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert caught.value.status_code == 502 and "broken/b1 answered 503" in caught.value.message
+
+
+# ---- refusals, in each dialect ---------------------------------------------------------------
+
+
+def test_a_denied_profile_is_403_naming_the_rule_in_both_dialects(gateway):
+    _, key = user_key(gateway)
+    _, contractor = user_key(gateway, teams=("contractors",))
+    assert oai(gateway, key).chat.completions.create(model="release", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.PermissionDeniedError, match="contractors-not-on-release"):
+        oai(gateway, contractor).chat.completions.create(model="release", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(anthropic.PermissionDeniedError, match="contractors-not-on-release"):
+        claude(gateway, contractor).messages.create(model="release", max_tokens=5,
+                                                    messages=[{"role": "user", "content": "x"}])
+    listed = {m.id for m in oai(gateway, contractor).models.list()}
+    assert "main" in listed and "release" not in listed
+
+
+def test_unknown_models_and_bad_bodies_get_errors_in_the_dialect(gateway):
+    with pytest.raises(openai.NotFoundError, match="GET /v1/models"):
+        oai(gateway).chat.completions.create(model="no-such-profile", messages=[{"role": "user", "content": "x"}])
+    headers = {"Authorization": f"Bearer {gateway['admin']}", "content-type": "application/json"}
+    for path, check in (("/v1/chat/completions", lambda b: b["error"]["type"] == "invalid_request_error"),
+                        ("/v1/messages", lambda b: b["type"] == "error" and b["error"]["type"] == "invalid_request_error")):
+        for body in (b"{not json", b"[]", b'{"messages": []}'):
+            response = httpx.post(gateway["url"] + path, content=body, headers=headers, timeout=10)
+            assert response.status_code == 400 and check(response.json()), response.text
+        response = httpx.post(gateway["url"] + path, content=b'{"model": "main", "x": "' + b"a" * 300_000 + b'"}',
+                              headers=headers, timeout=10)
+        assert response.status_code == 413 and check_413(path, response.json())
+
+
+def check_413(path, body):
+    return body["error"]["type"] == ("request_too_large" if path == "/v1/messages" else "invalid_request_error")
+
+
+def test_bad_keys_and_narrow_keys_are_refused_in_the_dialect(gateway):
+    with pytest.raises(openai.AuthenticationError):
+        oai(gateway, generate_key()).chat.completions.create(model="main", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(anthropic.AuthenticationError):
+        claude(gateway, "ck_forged").messages.create(model="main", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    _, read_only = user_key(gateway, scopes=["read"])
+    with pytest.raises(openai.PermissionDeniedError, match="gateway"):
+        oai(gateway, read_only).chat.completions.create(model="main", messages=[{"role": "user", "content": "x"}])
+
+
+def test_the_provider_secret_is_never_in_the_log_or_the_database(gateway):
+    log = Path(gateway["log"]).read_text()
+    assert SECRET not in log and "Traceback" not in log
+    stored = b"".join(path.read_bytes() for path in Path(gateway["data_dir"]).glob("corral.db*"))
+    assert SECRET.encode() not in stored  # (on PostgreSQL the data dir holds no database: nothing to find)
