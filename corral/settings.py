@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     port: int = Field(8700, ge=1, le=65535)
     admin_key: SecretStr | None = None
     redis_url: str | None = None
+    redis_prefix: str = Field("corral", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")  # keeps deployments apart in one Redis
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
     oidc_jwks_url: str | None = None
@@ -32,6 +33,7 @@ class Settings(BaseSettings):
     oidc_groups_claim: str = "groups"
     oidc_jwks_min_refresh_seconds: float = Field(30.0, ge=0)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    task_idle_seconds: float = Field(1800.0, gt=0)  # a task idle this long without completing is abandoned
     org_name: str = "Corral"
     policy: Path | None = None  # the policy file installed at first start
     signing_key: SecretStr | None = None  # PRIVATE+KEY+... (Ed25519); default: data_dir/signing.key

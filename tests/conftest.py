@@ -34,6 +34,7 @@ BACKENDS = [
     pytest.param("postgresql", id="postgresql", marks=pytest.mark.skipif(
         not PG_URL, reason="PostgreSQL tests need CORRAL_TEST_DATABASE_URL (set by .ci/run)")),
 ]
+REDIS_URL = os.environ.get("CORRAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 JWKS_REFRESH = 2.0  # seconds between JWKS refetches of the test servers
 CORRAL = str(Path(sys.executable).parent / "corral")
 

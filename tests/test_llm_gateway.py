@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from corral.identity.tokens import generate_key
-from tests.conftest import BACKENDS, own_database, start_server, stop_server, unique
+from tests.conftest import BACKENDS, REDIS_URL, own_database, start_server, stop_server, unique
 from tests.upstream import CACHED, USAGE_IN, USAGE_OUT, Behaviour, Upstream
 
 SECRET = "sk-upstream-" + "x" * 24  # the provider's key: only Corral holds it
@@ -52,11 +52,22 @@ profiles:
   down:     {{targets: [broken/b1]}}
   release:  {{targets: [primary/gpt-x]}}
   solo:     {{targets: [primary/gpt-x]}}
+  budgeted: {{targets: [primary/gpt-x]}}
+  limited:  {{targets: [mock/echo]}}
+  single:   {{targets: [primary/gpt-x]}}
+  tokens:   {{targets: [primary/gpt-x]}}
+budgets:
+  - {{scope: "profile:budgeted", period: day, limit_usd: 0.00003, soft_at: 0.5}}
+limits:
+  - {{scope: "profile:limited", rpm: 2}}
+  - {{scope: "profile:single", concurrency: 1}}
+  - {{scope: "profile:tokens", tpm: 20}}
 rules:
   - id: profiles-for-everyone
     effect: allow
     action: llm.request
-    match: {{profile: [main, capped, sonnet, shaky, slow, refused, unkeyed, mocked, down, release, solo]}}
+    match: {{profile: [main, capped, sonnet, shaky, slow, refused, unkeyed, mocked, down, release, solo, budgeted,
+                      limited, single, tokens]}}
   - id: contractors-not-on-release
     effect: deny
     action: llm.request
@@ -74,14 +85,17 @@ def upstream():
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def gateway(request, tmp_path_factory, upstream):
+    """A Corral per backend; the PostgreSQL one shares its counters through Redis, as replicas do."""
     data_dir = tmp_path_factory.mktemp(f"gateway-{request.param}")
     policy = data_dir / "policy.yaml"
     policy.write_text(POLICY.format(up=f"http://127.0.0.1:{upstream.port}"))
     admin_key = generate_key()
+    shared = {"CORRAL_REDIS_URL": REDIS_URL, "CORRAL_REDIS_PREFIX": unique("corral-test")} \
+        if request.param == "postgresql" else {}
     with own_database(request.param, data_dir) as database_url:
         process, url, log_path = start_server(data_dir, database_url, {
             "CORRAL_ADMIN_KEY": admin_key, "CORRAL_POLICY": str(policy), "PRIMARY_KEY": SECRET,
-            "CORRAL_MAX_BODY_BYTES": str(256 * 1024)})
+            "CORRAL_MAX_BODY_BYTES": str(256 * 1024), **shared})
         try:
             yield {"url": url, "admin": admin_key, "log": log_path, "data_dir": data_dir}
         finally:
@@ -384,3 +398,126 @@ def test_the_provider_secret_is_never_in_the_log_or_the_database(gateway):
     assert SECRET not in log and "Traceback" not in log
     stored = b"".join(path.read_bytes() for path in Path(gateway["data_dir"]).glob("corral.db*"))
     assert SECRET.encode() not in stored  # (on PostgreSQL the data dir holds no database: nothing to find)
+
+
+# ---- agent awareness: a real Roo Code task, replayed -----------------------------------------
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "agents"
+ROO_HEADERS = ("HTTP-Referer", "X-Title", "User-Agent")
+
+
+def user_events(gateway, email, count):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = httpx.get(gateway["url"] + "/api/v1/events", params={"user": email, "limit": 200},
+                          headers={"Authorization": f"Bearer {gateway['admin']}"}, timeout=10).json()["events"]
+        found = [e for e in found if not e["kind"].startswith("admin.")]
+        if len(found) >= count:
+            return sorted(found, key=lambda e: e["id"])
+        time.sleep(0.1)
+    raise AssertionError(f"only {len(found)} events for {email}: {[e['kind'] for e in found]}")
+
+
+def test_a_recorded_roo_code_task_becomes_task_events_with_a_rollback(gateway, upstream):
+    recorded = [json.loads(line) for line in (FIXTURES / "roo-code-cli" / "requests.jsonl").read_text().splitlines()]
+    email, key = user_key(gateway)
+
+    def replay(request):
+        answer = request["answer"]["message"]["tool_calls"][0]["function"]
+        upstream.then("primary", Behaviour(tool=(answer["name"], json.loads(answer["arguments"]))))
+        headers = {name: request["headers"][name] for name in ROO_HEADERS}
+        with httpx.stream("POST", gateway["url"] + "/v1/chat/completions", json={**request["body"], "model": "main"},
+                          headers={**headers, "Authorization": f"Bearer {key}"}, timeout=20) as response:
+            assert response.status_code == 200, response.read()
+            body = b"".join(response.iter_bytes())
+        assert answer["name"].encode() in body
+
+    for request in recorded:  # ls, write hello.txt, attempt_completion
+        replay(request)
+    replay(recorded[1])  # the client goes back to the second request: a checkpoint restore
+    happened = user_events(gateway, email, 13)
+    kinds = [e["kind"] for e in happened if e["kind"] != "llm.request"]
+    assert kinds == ["task.started", "tool.call", "command.exec", "tool.call", "tool.result", "tool.call",
+                     "task.completed", "task.rolled_back", "tool.call"]
+    assert len({e["task_id"] for e in happened}) == 1 and happened[0]["task_id"].startswith("fp-")
+    assert all(e["client"] == "roo-code" and e["mode"] == "code" for e in happened)
+    command = next(e for e in happened if e["kind"] == "command.exec")
+    assert command["resource"] == "ls" and command["outcome"] == "ok" and command["attributes"]["exit_code"] == 0
+    calls = [e["resource"] for e in happened if e["kind"] == "tool.call"]
+    assert calls[:3] == ["ls", "write_to_file hello.txt", "attempt_completion"]
+    rollback = next(e for e in happened if e["kind"] == "task.rolled_back")
+    assert rollback["attributes"] == {"from_messages": 8, "to_messages": 5, "request_id": rollback["attributes"]["request_id"]}
+
+
+def test_a_failing_or_timed_out_command_is_read_from_the_tool_result(gateway, upstream):
+    email, key = user_key(gateway)
+    opening = [{"role": "system", "content": "You are Roo"}, {"role": "user", "content": f"task {unique('t')}"}]
+    history = [*opening]
+    for index, (result, outcome) in enumerate([
+            ("Command executed in terminal within working directory '/w'. Exit code: 2\nOutput:\nboom", "error"),
+            ("The command was terminated after exceeding a user-configured 30s timeout.", "timeout")]):
+        history += [{"role": "assistant", "content": "", "tool_calls": [{"id": f"call_{index}", "type": "function",
+                     "function": {"name": "execute_command", "arguments": json.dumps({"command": f"make t{index}"})}}]},
+                    {"role": "tool", "tool_call_id": f"call_{index}", "content": result}]
+        oai(gateway, key).chat.completions.create(model="main", messages=history)
+    commands = [e for e in user_events(gateway, email, 5) if e["kind"] == "command.exec"]
+    assert [(e["resource"], e["outcome"]) for e in commands] == [("make t0", "error"), ("make t1", "timeout")]
+    assert commands[0]["attributes"]["exit_code"] == 2
+
+
+# ---- budgets and rate limits -----------------------------------------------------------------
+
+
+def _fresh_minute():
+    """Rate limits count per clock minute: start a test early in one."""
+    if time.gmtime().tm_sec >= 50:
+        time.sleep(61 - time.gmtime().tm_sec)
+
+
+def test_a_budget_warns_then_refuses_with_the_spend_and_the_reset(gateway, upstream):
+    email, key = user_key(gateway)
+    ask = lambda: oai(gateway, key).chat.completions.create(  # noqa: E731
+        model="budgeted", messages=[{"role": "user", "content": "x"}])
+    ask()  # $0.0000235 of $0.00003: past the soft threshold (half)
+    ask()  # started under the limit, so it is served; it ends past the limit
+    with pytest.raises(openai.RateLimitError) as caught:
+        ask()
+    message = caught.value.message
+    assert "budget exhausted: profile:budgeted" in message and "may spend $0.000030 per day and has spent $0.000047" in message
+    assert "resets at " in message and caught.value.code == "budget_exceeded"
+    reset = message.split("resets at ")[1][:20]
+    assert reset.endswith("T00:00:00Z") and int(caught.value.response.headers["retry-after"]) <= 86400
+    with pytest.raises(anthropic.RateLimitError, match="budget exhausted"):
+        claude(gateway, key).messages.create(model="budgeted", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    crossings = [e for e in user_events(gateway, email, 6) if e["kind"].startswith("budget.")]
+    assert [e["kind"] for e in crossings] == ["budget.soft_limit", "budget.exhausted"]
+    assert crossings[1]["attributes"]["spent_usd"] == pytest.approx(2 * 23.5e-6)
+
+
+def test_requests_per_minute_are_limited(gateway):
+    _fresh_minute()
+    _, key = user_key(gateway)
+    for _ in range(2):
+        oai(gateway, key).chat.completions.create(model="limited", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.RateLimitError, match=r"may make 2 requests per minute; try again in \d+ s"):
+        oai(gateway, key).chat.completions.create(model="limited", messages=[{"role": "user", "content": "x"}])
+
+
+def test_tokens_per_minute_are_limited_once_used(gateway):
+    _fresh_minute()
+    for _ in range(2):  # 18 tokens each: the second starts under 20
+        oai(gateway).chat.completions.create(model="tokens", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.RateLimitError, match="may use 20 tokens per minute and has used 36"):
+        oai(gateway).chat.completions.create(model="tokens", messages=[{"role": "user", "content": "x"}])
+
+
+def test_requests_in_flight_are_limited_and_the_seat_is_given_back(gateway, upstream):
+    upstream.then("primary", Behaviour(kind="slow_stream", text="a b c d e"))
+    stream = oai(gateway).chat.completions.create(model="single", stream=True, messages=[{"role": "user", "content": "x"}])
+    first = next(iter(stream))
+    assert first is not None
+    with pytest.raises(openai.RateLimitError, match="1 requests in flight"):
+        oai(gateway).chat.completions.create(model="single", messages=[{"role": "user", "content": "x"}])
+    for _ in stream:
+        pass
+    oai(gateway).chat.completions.create(model="single", messages=[{"role": "user", "content": "x"}])

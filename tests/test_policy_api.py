@@ -153,7 +153,7 @@ def test_the_approval_chain_from_proposal_to_activation(org):
 
 
 def test_a_change_to_a_guarded_section_needs_that_sections_approvers(org):
-    document = edited(active(org)["document"], 'demo:   {kind: mock}', 'demo:   {kind: mock, timeout_s: 5}')
+    document = edited(active(org)["document"], 'demo:   {kind: mock,', 'demo:   {kind: mock, timeout_s: 5,')
     version = org.propose("bob", document).json()["version"]
     for approver in ("evan", "sam"):
         assert org.call(approver, "POST", f"/policy/versions/{version}/approve").status_code == 200

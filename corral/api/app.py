@@ -32,6 +32,8 @@ from corral.audit.ledger import AuditLog
 from corral.audit.note import NoteError, Signer
 from corral.errors import ConfigError
 from corral.gateway.llm.proxy import LlmGateway
+from corral.gateway.llm.spending import Spending
+from corral.store.counters import counters_for
 from corral.policy import versions
 from corral.policy.active import PolicyState
 from corral.policy.overrides import record_expiries
@@ -116,17 +118,19 @@ def prepare(settings: Settings, demo: bool = False) -> str | None:
     return asyncio.run(_prepare(settings, demo))
 
 
-async def _sweep_overrides(database: Database, policy: PolicyState) -> None:
-    """Record each override's expiry as it happens (decisions already ignore expired ones)."""
+async def _sweep(corral: Corral) -> None:
+    """Housekeeping every few seconds: record each override's expiry as it happens (decisions
+    already ignore expired ones), and the tasks that went idle without completing."""
     while True:
         await asyncio.sleep(SWEEP_SECONDS)
         try:
-            async with asyncio.timeout(30), database.transaction() as connection:
+            async with asyncio.timeout(30), corral.database.transaction() as connection:
                 expired = await record_expiries(connection)
             if expired:
-                policy.invalidate()
+                corral.policy.invalidate()
+            corral.llm.sweep_tasks()
         except Exception:  # a failed sweep is retried next time; it must never stop the server
-            log.exception("recording override expiries failed")
+            log.exception("housekeeping failed")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -142,12 +146,13 @@ def create_app(settings: Settings) -> FastAPI:
         policy = PolicyState(database)
         corral = Corral(settings=settings, database=database, recorder=recorder, oidc=oidc, policy=policy, audit=AuditLog(database),
                         checkpointer=Checkpointer(database, signer, settings.checkpoint_seconds),
-                        llm=LlmGateway(policy, recorder))
+                        llm=LlmGateway(policy, recorder, Spending(counters_for(settings.redis_url, settings.redis_prefix),
+                                                                  database), settings.task_idle_seconds))
         app.state.corral = corral
         recorder.start()
         corral.audit.start()
         corral.checkpointer.start()
-        sweeper = asyncio.create_task(_sweep_overrides(database, corral.policy))
+        sweeper = asyncio.create_task(_sweep(corral))
         try:
             yield
         finally:

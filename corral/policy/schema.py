@@ -43,7 +43,7 @@ SecretRef = Annotated[str, Field(pattern=_SECRET_REF.pattern,
 _SELECTOR = r"^(role|team|user):\S+$"
 Selector = Annotated[str, Field(pattern=_SELECTOR)]
 Selectors = Annotated[tuple[Selector, ...], BeforeValidator(_many), Field(min_length=1)]
-_SCOPE = r"^(org|(team|user):\S+)$"
+_SCOPE = r"^(org|(team|user|key|profile):\S+)$"
 Scope = Annotated[str, Field(pattern=_SCOPE)]
 _TARGET = r"^[^/\s]+/\S+$"
 _URL = r"^https?://\S+$"
@@ -51,7 +51,7 @@ _PATTERN_HINTS = {
     _NAME: "use 1-100 lowercase letters, digits, '.', '_' or '-'",
     _SECRET_REF.pattern: "write env:NAME (the environment variable that holds the secret), never the value",
     _SELECTOR: "an approver is role:NAME, team:NAME or user:EMAIL",
-    _SCOPE: "a scope is org, team:NAME, user:EMAIL, team:* or user:*",
+    _SCOPE: "a scope is org, team:NAME, user:EMAIL, key:ID, profile:NAME, or team:*, user:*, key:*, profile:*",
     _TARGET: "a target is provider/model, e.g. openai/gpt-5-mini",
     _URL: "an http:// or https:// URL",
 }

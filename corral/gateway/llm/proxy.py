@@ -26,6 +26,8 @@ from corral.events.recorder import EventRecorder
 from corral.gateway.llm.dialects import SPOKEN, Dialect, Observed, StreamReader, READERS, error_body
 from corral.gateway.llm.health import TargetHealth
 from corral.gateway.llm.pricing import cost_usd
+from corral.gateway.llm.spending import Admission, Spending
+from corral.gateway.llm.tasks import Happening, TaskTracker, conversation_of, mode_of, task_of
 from corral.gateway.llm.upstream import Opened, UpstreamFailed, Upstreams, missing_credential, retryable_status
 from corral.identity.access import Principal
 from corral.policy.active import PolicyState
@@ -89,14 +91,18 @@ def parse_body(raw: bytes) -> dict[str, Any]:
 
 
 class LlmGateway:
-    def __init__(self, policy: PolicyState, recorder: EventRecorder) -> None:
+    def __init__(self, policy: PolicyState, recorder: EventRecorder, spending: Spending,
+                 task_idle_s: float = 1800.0) -> None:
         self._policy = policy
         self._recorder = recorder
+        self.spending = spending
         self.upstreams = Upstreams()
         self.health = TargetHealth()
+        self.tasks = TaskTracker(task_idle_s)
 
     async def close(self) -> None:
         await self.upstreams.close()
+        await self.spending.counters.close()
 
     async def models(self, principal: Principal, client: str) -> list[str]:
         """The profiles this caller may use (what `GET /v1/models` lists)."""
@@ -109,29 +115,52 @@ class LlmGateway:
     async def handle(self, call: Call) -> Response:
         result = Outcome()
         asked = call.body["model"]
+        if call.operation == "chat":
+            conversation = conversation_of(call.dialect, call.body)
+            call.task_id = task_of(call.headers, call.body, conversation)
+            call.mode = mode_of(call.headers, conversation)
+            self._happened(call, self.tasks.before(call.task_id, conversation, (call.principal, call.client)))
+        task_requests, task_cost = self.tasks.usage(call.task_id) if call.task_id else (None, None)
+        admission: Admission | None = None
         try:
             effective = await self._policy.current()
             _check_known(asked, effective.compiled.policy)
+            now = utcnow()
             decision = effective.decide(Request("llm.request", asked, _subject(call.principal, call.client),
-                                                mode=call.mode, now=utcnow()))
+                                                mode=call.mode, now=now, task_requests=task_requests,
+                                                task_cost_usd=task_cost))
             result.decision = decision.effect
             result.profile = decision.obligations.get("profile")
             if decision.effect != "allow":
                 why = "needs a confirmation or an approval, which a model request cannot wait for" \
                     if decision.effect != "deny" else "is denied"
                 raise Forbidden(f"{asked!r} {why}: {decision.reason}", rule=",".join(decision.rules) or None)
+            admission = await self.spending.admit(effective.compiled.policy, call.principal, result.profile, now,
+                                                  decision.obligations.get("max_concurrency"))
             targets = decision.obligations.get("targets") or [asked]
             providers = effective.compiled.policy.providers
             _cap_tokens(call, decision.obligations.get("max_tokens"))
             opened, provider = await self._open_first(call, targets, providers, result)
-        except CorralError as error:
-            result.status, result.outcome, result.error = error.status, _outcome_of(error), error.message
-            self._record(call, result)
+        except BaseException as error:
+            if admission is not None:
+                await self.spending.release(admission)
+            if isinstance(error, CorralError):
+                result.status, result.outcome, result.error = error.status, _outcome_of(error), error.message
+                self._record(call, result)
             raise
         if call.body.get("stream") and opened.status == 200:
-            return StreamingResponse(self._relay(call, opened, provider, result), status_code=200,
+            return StreamingResponse(self._relay(call, opened, provider, result, admission), status_code=200,
                                      media_type="text/event-stream", headers=_served_headers(result))
-        body = await opened.read()
+        try:
+            body = await opened.read()
+        except BaseException as error:  # broke off, or the client left: nothing to pass on
+            result.status, result.outcome = 502, "error" if isinstance(error, Exception) else "cancelled"
+            result.error = f"{result.target} {getattr(error, 'message', type(error).__name__)}"
+            await self._finish(call, result, provider, admission)
+            if isinstance(error, UpstreamFailed):
+                raise UpstreamsExhausted(f"the answer of {result.target} broke off: {error.message}") from None
+            raise
+        result.status = opened.status
         if opened.status == 200:
             try:
                 READERS[call.dialect](json.loads(body), result.seen)
@@ -139,11 +168,26 @@ class LlmGateway:
                 pass  # passed on as it came; usage unknown
         else:
             result.outcome = "error"
-        result.status = opened.status
-        result.cost = cost_usd(provider, result.target.partition("/")[2], result.seen.usage)
-        self._record(call, result)
+        await self._finish(call, result, provider, admission)
         return Response(body, status_code=opened.status, media_type=opened.content_type or "application/json",
                         headers=_served_headers(result))
+
+    async def _finish(self, call: Call, result: Outcome, provider: Provider, admission: Admission) -> None:
+        """The answer is out (or broke off): price it, charge it, record it, free its seat."""
+        result.cost = cost_usd(provider, result.target.partition("/")[2], result.seen.usage)
+        usage = result.seen.usage
+        try:
+            crossed = await self.spending.charge(admission, result.cost,
+                                                 (usage.input_tokens or 0) + (usage.output_tokens or 0))
+        finally:
+            await self.spending.release(admission)
+            self._record(call, result)
+            self._answered(call, result)
+        principal = call.principal
+        for kind, attributes in crossed:
+            self._recorder.emit(Event(kind=kind, user_email=principal.email, team=principal.team,
+                                      key_id=principal.key_id, client=call.client, task_id=call.task_id,
+                                      resource=attributes["budget"], attributes=attributes))
 
     async def _open_first(self, call: Call, targets: list[str], providers: dict[str, Provider],
                           result: Outcome) -> tuple[Opened, Provider]:
@@ -190,7 +234,8 @@ class LlmGateway:
         raise UpstreamsExhausted(f"no target could answer {call.body['model']!r}: {'; '.join(failures)}",
                                  status, retry_after)
 
-    async def _relay(self, call: Call, opened: Opened, provider: Provider, result: Outcome) -> AsyncIterator[bytes]:
+    async def _relay(self, call: Call, opened: Opened, provider: Provider, result: Outcome,
+                     admission: Admission) -> AsyncIterator[bytes]:
         reader = StreamReader(call.dialect, result.seen)
         try:
             async for chunk in opened.chunks:
@@ -206,8 +251,27 @@ class LlmGateway:
             raise
         finally:
             await opened.close()
-            result.cost = cost_usd(provider, result.target.partition("/")[2], result.seen.usage)
-            self._record(call, result)
+            await self._finish(call, result, provider, admission)
+
+    def _answered(self, call: Call, result: Outcome) -> None:
+        if call.task_id and call.operation == "chat" and result.outcome == "ok":
+            self._happened(call, self.tasks.after(call.task_id, call.client, result.seen, result.cost))
+
+    def _happened(self, call: Call, happenings: list[Happening]) -> None:
+        principal = call.principal
+        for happening in happenings:
+            self._recorder.emit(Event(
+                kind=happening.kind, action=happening.kind if happening.kind in ("command.exec", "tool.call") else None,
+                user_email=principal.email, team=principal.team, key_id=principal.key_id, client=call.client,
+                task_id=call.task_id, mode=call.mode, resource=happening.resource, outcome=happening.outcome,
+                attributes={**happening.attributes, "request_id": call.request_id}))
+
+    def sweep_tasks(self) -> None:
+        """Record the tasks that went idle without completing as abandoned."""
+        for task_id, (principal, client), happening in self.tasks.sweep():
+            self._recorder.emit(Event(kind=happening.kind, user_email=principal.email, team=principal.team,
+                                      key_id=principal.key_id, client=client, task_id=task_id,
+                                      outcome=happening.outcome, attributes=happening.attributes))
 
     def _record(self, call: Call, result: Outcome) -> None:
         usage = result.seen.usage
@@ -302,6 +366,8 @@ def _served_headers(result: Outcome) -> dict[str, str]:
 def _outcome_of(error: CorralError) -> str:
     if error.status in (401, 403):
         return "denied"
+    if error.status == 429:
+        return "limited"
     if error.status == 504:
         return "timeout"
     return "error"
