@@ -22,6 +22,7 @@ SECRET = "sk-upstream-" + "x" * 24  # the provider's key: only Corral holds it
 POLICY = """
 version: 1
 default: deny
+defaults: {{command.exec: confirm, file.write: confirm, file.read: allow, tool.call: confirm}}
 roles: [admin, approver, auditor, developer, contractor]
 teams:
   contractors: {{roles: [contractor]}}
@@ -63,6 +64,14 @@ limits:
   - {{scope: "profile:single", concurrency: 1}}
   - {{scope: "profile:tokens", tpm: 20}}
 rules:
+  - id: no-recursive-deletes
+    effect: deny
+    action: command.exec
+    match: {{command: ["rm -rf *"]}}
+  - id: no-secrets-files
+    effect: deny
+    action: file.write
+    match: {{path: ["**/.env"]}}
   - id: profiles-for-everyone
     effect: allow
     action: llm.request
@@ -521,3 +530,69 @@ def test_requests_in_flight_are_limited_and_the_seat_is_given_back(gateway, upst
     for _ in stream:
         pass
     oai(gateway).chat.completions.create(model="single", messages=[{"role": "user", "content": "x"}])
+
+
+# ---- tools: offered by mode, calls judged on the way back ------------------------------------
+
+ROO_CODE_TOOLS = [{"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+                  for name in ("read_file", "write_to_file", "execute_command", "attempt_completion", "use_mcp_tool")]
+
+
+def test_a_mode_is_offered_only_its_tool_groups(gateway, upstream):
+    raw = oai(gateway, **{"x-corral-mode": "ask"}).chat.completions.with_raw_response.create(
+        model="main", tools=ROO_CODE_TOOLS, messages=[{"role": "user", "content": "what is this?"}])
+    offered = [tool["function"]["name"] for tool in upstream.received["primary"][-1].body["tools"]]
+    assert offered == ["read_file", "attempt_completion", "use_mcp_tool"]  # ask mode: read, mcp, and the always-there
+    assert events(gateway, raw.headers["x-corral-request-id"])["attributes"]["tools_removed"] == [
+        "write_to_file", "execute_command"]
+
+
+def test_a_denied_command_call_becomes_text_for_the_model(gateway, upstream):
+    email, key = user_key(gateway)
+    upstream.then("primary", Behaviour(tool=("execute_command", {"command": "rm -rf /", "cwd": None})))
+    completion = oai(gateway, key, **{"x-corral-mode": "code"}).chat.completions.create(
+        model="main", tools=ROO_CODE_TOOLS, messages=[{"role": "user", "content": "clean up"}])
+    message = completion.choices[0].message
+    assert message.tool_calls is None and completion.choices[0].finish_reason == "stop"
+    assert "Corral blocked this call to execute_command (rm -rf /)" in message.content
+    assert "no-recursive-deletes" in message.content
+    blocked = [e for e in user_events(gateway, email, 3) if e["outcome"] == "blocked"]
+    assert len(blocked) == 1 and blocked[0]["kind"] == "tool.call" and blocked[0]["decision"] == "deny"
+    assert blocked[0]["resource"] == "rm -rf /" and blocked[0]["attributes"]["rules"] == ["no-recursive-deletes"]
+
+
+def test_a_denied_call_in_a_stream_becomes_text_and_allowed_calls_pass(gateway, upstream):
+    upstream.then("primary", Behaviour(tool=("write_to_file", {"path": "app/.env", "content": "x"})),
+                  Behaviour(tool=("write_to_file", {"path": "README.md", "content": "x"})))
+    client = oai(gateway, **{"x-corral-mode": "code"})
+    chunks = list(client.chat.completions.create(model="main", stream=True, tools=ROO_CODE_TOOLS,
+                                                 messages=[{"role": "user", "content": "write"}]))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "Corral blocked this call to write_to_file (app/.env)" in text
+    assert not any(c.choices and c.choices[0].delta.tool_calls for c in chunks)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    chunks = list(client.chat.completions.create(model="main", stream=True, tools=ROO_CODE_TOOLS,
+                                                 messages=[{"role": "user", "content": "write"}]))
+    arguments = "".join(c.choices[0].delta.tool_calls[0].function.arguments or ""
+                        for c in chunks if c.choices and c.choices[0].delta.tool_calls)
+    assert json.loads(arguments) == {"path": "README.md", "content": "x"}
+
+
+def test_a_call_to_a_tool_the_mode_was_not_offered_is_blocked(gateway, upstream):
+    upstream.then("primary", Behaviour(tool=("execute_command", {"command": "ls"})))
+    completion = oai(gateway, **{"x-corral-mode": "ask"}).chat.completions.create(
+        model="main", tools=ROO_CODE_TOOLS, messages=[{"role": "user", "content": "x"}])
+    assert "execute_command was not offered to the model in this mode" in completion.choices[0].message.content
+
+
+def test_a_denied_claude_code_bash_call_in_a_stream_becomes_a_text_block(gateway, upstream):
+    upstream.then("claude", Behaviour(tool=("Bash", {"command": "rm -rf ~/project"})))
+    with claude(gateway).messages.stream(model="sonnet", max_tokens=100, tools=CLAUDE_TOOLS,
+                                         messages=[{"role": "user", "content": "clean"}]) as stream:
+        message = stream.get_final_message()
+    assert [block.type for block in message.content] == ["text"] and message.stop_reason == "end_turn"
+    assert "Corral blocked this call to Bash (rm -rf ~/project)" in message.content[0].text
+    upstream.then("claude", Behaviour(tool=("Bash", {"command": "rm -rf ~/project"})))
+    whole = claude(gateway).messages.create(model="sonnet", max_tokens=100, tools=CLAUDE_TOOLS,
+                                            messages=[{"role": "user", "content": "clean"}])
+    assert whole.content[0].type == "text" and "no-recursive-deletes" in whole.content[0].text

@@ -53,6 +53,7 @@ def serve(
     overrides = {name: value for name, value in {"host": host, "port": port}.items() if value is not None}
     settings = load_settings(**overrides)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call (with its URL) is noise
     started = time.perf_counter()
     new_key = prepare(settings, demo=demo)
     key_file = settings.data_dir / "admin.key"

@@ -358,6 +358,11 @@ class EffectivePolicy:
             self._cache[key] = decision
         return decision
 
+    def mode_groups(self, mode: str | None) -> tuple[str, ...] | None:
+        """The tool groups a mode may use; None when the mode is unknown (nothing to go by)."""
+        found = self.compiled.policy.modes.get(mode) if mode else None
+        return found.tools if found is not None else None
+
     def explain(self, request: Request) -> tuple[Decision, list[Trace]]:
         trace: list[Trace] = []
         return self._decide(request, trace), trace

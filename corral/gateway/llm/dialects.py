@@ -119,9 +119,9 @@ READERS = {"openai": read_openai, "anthropic": read_anthropic}
 
 
 class StreamReader:
-    """Reads server-sent events as their bytes pass to the client, without holding the stream:
-    each complete event's JSON data goes to the dialect's reader. Events that cannot matter
-    (text deltas) are skipped without parsing."""
+    """Splits a stream of server-sent events into whole events as its bytes arrive (a partial
+    event waits for the rest), and reads the ones that matter into `Observed` without holding
+    the stream. Text deltas are not parsed at all."""
 
     _MATTERS = (b'"usage"', b'"tool_calls"', b'"tool_use"', b'input_json_delta', b'"finish_reason":"',
                 b'"finish_reason": "', b"message_delta", b"message_start")
@@ -131,20 +131,31 @@ class StreamReader:
         self._seen = seen
         self._pending = b""
 
-    def feed(self, chunk: bytes) -> None:
-        data = self._pending + chunk
-        *events, self._pending = data.replace(b"\r\n", b"\n").split(b"\n\n")
-        for event in events:
-            if any(marker in event for marker in self._MATTERS):
-                self._event(event)
+    def split(self, chunk: bytes) -> list[bytes]:
+        """The events this chunk completes, each with its blank-line end."""
+        *events, self._pending = (self._pending + chunk).replace(b"\r\n", b"\n").split(b"\n\n")
+        return [event + b"\n\n" for event in events]
 
-    def _event(self, event: bytes) -> None:
-        payload = b"\n".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
-        if not payload or payload == b"[DONE]":
-            return
-        try:
-            body = json.loads(payload)
-        except ValueError:
-            return  # not ours to judge: the client gets the bytes as they came
-        if isinstance(body, dict):
-            self._read(body, self._seen)
+    def rest(self) -> bytes:
+        """What is left when the stream ends (an event without its blank line)."""
+        rest, self._pending = self._pending, b""
+        return rest
+
+    def observe(self, event: bytes) -> None:
+        if any(marker in event for marker in self._MATTERS):
+            body = event_data(event)
+            if body is not None:
+                self._read(body, self._seen)
+
+
+def event_data(event: bytes) -> dict[str, Any] | None:
+    """The JSON object a server-sent event carries, or None (no data, `[DONE]`, not JSON: not
+    ours to judge, the client gets the bytes as they came)."""
+    payload = b"\n".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
+    if not payload or payload == b"[DONE]":
+        return None
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from starlette.responses import Response, StreamingResponse
@@ -28,10 +29,11 @@ from corral.gateway.llm.health import TargetHealth
 from corral.gateway.llm.pricing import cost_usd
 from corral.gateway.llm.spending import Admission, Spending
 from corral.gateway.llm.tasks import Happening, TaskTracker, conversation_of, mode_of, task_of
+from corral.gateway.llm.tools import ToolGate, cut_tools, offered_names
 from corral.gateway.llm.upstream import Opened, UpstreamFailed, Upstreams, missing_credential, retryable_status
 from corral.identity.access import Principal
 from corral.policy.active import PolicyState
-from corral.policy.engine import Request, Subject
+from corral.policy.engine import EffectivePolicy, Request, Subject
 from corral.policy.schema import Policy, Provider
 
 RETRY_PAUSE_S = (0.01, 0.05)  # the jittered pause before trying the next target
@@ -75,6 +77,8 @@ class Outcome:
     cost: float | None = None
     first_byte_ms: float | None = None
     error: str | None = None
+    gate: ToolGate | None = None
+    tools_removed: list[str] = field(default_factory=list)
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -140,6 +144,8 @@ class LlmGateway:
             targets = decision.obligations.get("targets") or [asked]
             providers = effective.compiled.policy.providers
             _cap_tokens(call, decision.obligations.get("max_tokens"))
+            if call.operation == "chat" and call.body.get("tools"):
+                result.gate = self._gate(call, effective, now, result)
             opened, provider = await self._open_first(call, targets, providers, result)
         except BaseException as error:
             if admission is not None:
@@ -162,6 +168,8 @@ class LlmGateway:
             raise
         result.status = opened.status
         if opened.status == 200:
+            if result.gate is not None:
+                body = result.gate.rewrite(body)
             try:
                 READERS[call.dialect](json.loads(body), result.seen)
             except (ValueError, AttributeError):
@@ -184,10 +192,28 @@ class LlmGateway:
             self._record(call, result)
             self._answered(call, result)
         principal = call.principal
+        for blocked in result.gate.blocked if result.gate is not None else ():
+            self._recorder.emit(Event(
+                kind="tool.call", action="tool.call", user_email=principal.email, team=principal.team,
+                key_id=principal.key_id, client=call.client, task_id=call.task_id, mode=call.mode,
+                resource=blocked.resource, decision="deny", outcome="blocked",
+                attributes={"tool": blocked.name, "rules": list(blocked.rules), "reason": blocked.reason,
+                            "request_id": call.request_id}))
         for kind, attributes in crossed:
             self._recorder.emit(Event(kind=kind, user_email=principal.email, team=principal.team,
                                       key_id=principal.key_id, client=call.client, task_id=call.task_id,
                                       resource=attributes["budget"], attributes=attributes))
+
+    def _gate(self, call: Call, effective: EffectivePolicy, now: datetime, result: Outcome) -> ToolGate:
+        """Cut the offered tools to the mode's groups; judge the model's calls on the way back."""
+        result.tools_removed = cut_tools(call.dialect, call.body, effective.mode_groups(call.mode))
+        subject = _subject(call.principal, call.client)
+
+        def decide(action: str, resource: str) -> tuple[str, str, tuple[str, ...]]:
+            decision = effective.decide(Request(action, resource, subject, mode=call.mode, now=now))
+            return decision.effect, decision.reason, decision.rules
+
+        return ToolGate(call.dialect, set(offered_names(call.dialect, call.body)), decide)
 
     async def _open_first(self, call: Call, targets: list[str], providers: dict[str, Provider],
                           result: Outcome) -> tuple[Opened, Provider]:
@@ -237,12 +263,21 @@ class LlmGateway:
     async def _relay(self, call: Call, opened: Opened, provider: Provider, result: Outcome,
                      admission: Admission) -> AsyncIterator[bytes]:
         reader = StreamReader(call.dialect, result.seen)
+        gate = result.gate.stream() if result.gate is not None else None
         try:
             async for chunk in opened.chunks:
-                if result.first_byte_ms is None:
-                    result.first_byte_ms = (time.perf_counter() - call.started) * 1000
-                reader.feed(chunk)
-                yield chunk
+                out = []
+                for event in reader.split(chunk):
+                    for passed in gate.feed(event) if gate is not None else (event,):
+                        reader.observe(passed)
+                        out.append(passed)
+                if out:
+                    if result.first_byte_ms is None:
+                        result.first_byte_ms = (time.perf_counter() - call.started) * 1000
+                    yield b"".join(out)
+            rest = reader.rest()
+            if rest:
+                yield rest
         except UpstreamFailed as error:  # too late for another target: the client is told in-stream
             result.outcome, result.error = "error", f"{result.target} {error.message}"
             yield _stream_error(call.dialect, f"the model's answer broke off: {error.message}")
@@ -288,6 +323,8 @@ class LlmGateway:
             attributes["stop_reason"] = result.seen.stop_reason
         if result.error:
             attributes["error"] = result.error
+        if result.tools_removed:
+            attributes["tools_removed"] = result.tools_removed
         principal = call.principal
         self._recorder.emit(Event(
             kind="llm.request", action="llm.request", user_email=principal.email, team=principal.team,
