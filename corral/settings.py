@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     oidc_groups_claim: str = "groups"
     oidc_jwks_min_refresh_seconds: float = Field(30.0, ge=0)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    key_cache_seconds: float = Field(2.0, ge=0, le=60)  # how long a replica trusts a key it checked
     task_idle_seconds: float = Field(1800.0, gt=0)  # a task idle this long without completing is abandoned
     org_name: str = "Corral"
     policy: Path | None = None  # the policy file installed at first start

@@ -596,3 +596,43 @@ def test_a_denied_claude_code_bash_call_in_a_stream_becomes_a_text_block(gateway
     whole = claude(gateway).messages.create(model="sonnet", max_tokens=100, tools=CLAUDE_TOOLS,
                                             messages=[{"role": "user", "content": "clean"}])
     assert whole.content[0].type == "text" and "no-recursive-deletes" in whole.content[0].text
+
+
+# ---- OpenAI's Responses API (Codex-style clients, Roo's openai-native provider) --------------
+
+RESPONSES_TOOLS = [{"type": "function", "name": "execute_command", "parameters": {"type": "object"}}]
+
+
+def test_the_responses_api_passes_through_with_usage_and_the_task_from_session_id(gateway, upstream):
+    upstream.then("primary", Behaviour(text="hi from responses"))
+    session = unique("task")
+    raw = oai(gateway, **{"session_id": session, "originator": "roo-code"}).responses.with_raw_response.create(
+        model="main", input="say hi", instructions="be brief")
+    assert raw.parse().output_text == "hi from responses"
+    seen = upstream.received["primary"][-1]
+    assert seen.path.endswith("/primary/v1/responses") and seen.body["model"] == "gpt-x"
+    event = events(gateway, raw.headers["x-corral-request-id"])
+    assert event["task_id"] == session and event["client"] == "roo-code"
+    assert event["tokens_in"] == USAGE_IN and event["cost_usd"] == pytest.approx(23.5e-6)
+
+
+def test_a_responses_stream_keeps_allowed_calls_and_blocks_denied_ones(gateway, upstream):
+    client = oai(gateway, **{"x-corral-mode": "code"})
+    upstream.then("primary", Behaviour(tool=("execute_command", {"command": "make test"})))
+    with client.responses.stream(model="main", input="test it", tools=RESPONSES_TOOLS) as stream:
+        final = stream.get_final_response()
+    assert final.output[0].type == "function_call" and json.loads(final.output[0].arguments) == {"command": "make test"}
+    upstream.then("primary", Behaviour(tool=("execute_command", {"command": "rm -rf /srv"})))
+    with client.responses.stream(model="main", input="clean", tools=RESPONSES_TOOLS) as stream:
+        final = stream.get_final_response()
+    assert [item.type for item in final.output] == ["message"]
+    assert "Corral blocked this call to execute_command (rm -rf /srv)" in final.output_text
+    upstream.then("primary", Behaviour(tool=("execute_command", {"command": "rm -rf /srv"})))
+    whole = client.responses.create(model="main", input="clean", tools=RESPONSES_TOOLS)
+    assert [item.type for item in whole.output] == ["message"] and "no-recursive-deletes" in whole.output_text
+
+
+def test_the_mock_speaks_the_responses_api(gateway):
+    assert oai(gateway).responses.create(model="mocked", input="hello").output_text == "mock reply to: hello"
+    with oai(gateway).responses.stream(model="mocked", input="hello there") as stream:
+        assert stream.get_final_response().output_text == "mock reply to: hello there"

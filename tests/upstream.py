@@ -49,6 +49,7 @@ class Upstream:
         self.disconnected: list[str] = []
         self.port = free_port()
         self.app = Starlette(routes=[Route("/{name}/v1/chat/completions", self._openai, methods=["POST"]),
+                                     Route("/{name}/v1/responses", self._responses, methods=["POST"]),
                                      Route("/{name}/v1/messages", self._anthropic, methods=["POST"])])
         self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="error"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
@@ -150,6 +151,47 @@ class Upstream:
         except asyncio.CancelledError:
             self.disconnected.append(name)
             raise
+
+    # ---- OpenAI Responses API -----------------------------------------------------------------
+
+    async def _responses(self, request: Request) -> Response:
+        _, behaviour, body = await self._take(request)
+        early = await self._common(behaviour)
+        if early is not None:
+            return early
+        if behaviour.tool:
+            tool_name, arguments = behaviour.tool
+            item = {"type": "function_call", "id": "fc_up_1", "call_id": "call_up_1", "name": tool_name,
+                    "arguments": json.dumps(arguments), "status": "completed"}
+        else:
+            item = {"type": "message", "id": "msg_up_1", "status": "completed", "role": "assistant",
+                    "content": [{"type": "output_text", "text": behaviour.text, "annotations": []}]}
+        response = {"id": "resp_up", "object": "response", "created_at": 1700000000, "status": "completed",
+                    "model": body["model"], "output": [item],
+                    "usage": {"input_tokens": USAGE_IN, "output_tokens": USAGE_OUT, "total_tokens": USAGE_IN + USAGE_OUT,
+                              "input_tokens_details": {"cached_tokens": CACHED},
+                              "output_tokens_details": {"reasoning_tokens": 0}}}
+        if not body.get("stream"):
+            return JSONResponse(response)
+        return StreamingResponse(self._response_events(response, item), media_type="text/event-stream")
+
+    async def _response_events(self, response: dict[str, Any], item: dict[str, Any]):
+        events = [{"type": "response.created", "response": {**response, "status": "in_progress", "output": []}}]
+        if item["type"] == "function_call":
+            events += [{"type": "response.output_item.added", "output_index": 0, "item": {**item, "arguments": ""}},
+                       {"type": "response.function_call_arguments.delta", "item_id": item["id"], "output_index": 0,
+                        "delta": item["arguments"]},
+                       {"type": "response.function_call_arguments.done", "item_id": item["id"], "output_index": 0,
+                        "arguments": item["arguments"]}]
+        else:
+            text = item["content"][0]["text"]
+            events += [{"type": "response.output_item.added", "output_index": 0, "item": {**item, "content": []}},
+                       {"type": "response.output_text.delta", "item_id": item["id"], "output_index": 0,
+                        "content_index": 0, "delta": text}]
+        events += [{"type": "response.output_item.done", "output_index": 0, "item": item},
+                   {"type": "response.completed", "response": response}]
+        for number, event in enumerate(events):
+            yield f"event: {event['type']}\ndata: {json.dumps({**event, 'sequence_number': number})}\n\n".encode()
 
     # ---- Anthropic messages ------------------------------------------------------------------
 

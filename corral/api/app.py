@@ -7,6 +7,7 @@ starts; `create_app()` builds the app that serves it."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,16 +17,18 @@ from importlib.resources import files
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from corral.api.errors import install_error_handlers
-from corral.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from corral.api.middleware import BodyLimitMiddleware, ForgetKeysOnChange, RequestIdMiddleware
 from corral.api.routes import events as events_routes
 from corral.api.routes import health, identity
 from corral.api.routes import audit as audit_routes
-from corral.api.routes import llm as llm_routes
+from corral.api.routes.llm import ModelTraffic
 from corral.api.routes import policy as policy_routes
 from corral.events.recorder import EventRecorder
 from corral.identity.bootstrap import ensure_admin
+from corral.identity.keys import KeyCache
 from corral.identity.oidc import OidcVerifier
 from corral.audit.checkpoints import Checkpointer, load_signer, pin_key
 from corral.audit.ledger import AuditLog
@@ -56,6 +59,7 @@ class Corral:
     audit: AuditLog
     checkpointer: Checkpointer
     llm: LlmGateway
+    keys: KeyCache
 
 
 async def _prepare(settings: Settings, demo: bool) -> str | None:
@@ -133,7 +137,9 @@ async def _sweep(corral: Corral) -> None:
             log.exception("housekeeping failed")
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings) -> ASGIApp:
+    """The REST app (FastAPI) behind the model endpoints' fast path, both behind the request id
+    and the body limit."""
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database(settings.resolved_database_url)
@@ -147,12 +153,15 @@ def create_app(settings: Settings) -> FastAPI:
         corral = Corral(settings=settings, database=database, recorder=recorder, oidc=oidc, policy=policy, audit=AuditLog(database),
                         checkpointer=Checkpointer(database, signer, settings.checkpoint_seconds),
                         llm=LlmGateway(policy, recorder, Spending(counters_for(settings.redis_url, settings.redis_prefix),
-                                                                  database), settings.task_idle_seconds))
+                                                                  database), settings.task_idle_seconds),
+                        keys=KeyCache(settings.key_cache_seconds))
         app.state.corral = corral
         recorder.start()
         corral.audit.start()
         corral.checkpointer.start()
         sweeper = asyncio.create_task(_sweep(corral))
+        gc.collect()
+        gc.freeze()  # what start-up made lives as long as the process: the collector need not scan it again
         try:
             yield
         finally:
@@ -176,7 +185,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(events_routes.router, prefix="/api/v1")
     app.include_router(policy_routes.router, prefix="/api/v1")
     app.include_router(audit_routes.router, prefix="/api/v1")
-    app.router.routes.extend(llm_routes.routes)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestIdMiddleware)
-    return app
+    app.add_middleware(ForgetKeysOnChange)
+    return RequestIdMiddleware(BodyLimitMiddleware(ModelTraffic(app), max_bytes=settings.max_body_bytes))

@@ -39,7 +39,7 @@ async def authenticate(request: Request) -> Principal:
                 principal = await principal_from_claims(
                     connection, claims, corral.settings.oidc_email_claim, corral.settings.oidc_groups_claim)
         else:
-            principal = await authenticate_key(corral.database, credential)
+            principal = await authenticate_key(corral.database, credential, corral.keys)
     except Unauthenticated as error:
         attributes = {"reason": error.message, "path": request.url.path,
                       "remote": request.client.host if request.client else None}

@@ -60,13 +60,27 @@ def _describe(errors: list[dict]) -> tuple[str, str]:
     return "invalid_request", "; ".join(parts)
 
 
+def corral_error(request: Request, error: CorralError) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="corral"'} if error.status == 401 else None
+    if getattr(error, "retry_after", None):
+        headers = {**(headers or {}), "Retry-After": error.retry_after}
+    return error_response(request.url.path, error.status, error.code, error.message, error.rule, headers)
+
+
+def unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    """A bug: logged with its trace under the request id; the client gets the id, never the trace."""
+    request_id = request.scope.get("corral.request_id", "")
+    log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, request_id,
+                  exc_info=error)
+    return error_response(request.url.path, 500, "internal",
+                          f"internal error; the server log has the details under request id {request_id}",
+                          headers={"x-corral-request-id": request_id})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CorralError)
     async def _corral_error(request: Request, error: CorralError) -> JSONResponse:
-        headers = {"WWW-Authenticate": 'Bearer realm="corral"'} if error.status == 401 else None
-        if getattr(error, "retry_after", None):
-            headers = {**(headers or {}), "Retry-After": error.retry_after}
-        return error_response(request.url.path, error.status, error.code, error.message, error.rule, headers)
+        return corral_error(request, error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -81,7 +95,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-        request_id = request.scope.get("corral.request_id", "")
-        log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, request_id)
-        return error_response(request.url.path, 500, "internal", f"internal error; the server log has the details under request id {request_id}",
-                          headers={"x-corral-request-id": request_id})
+        return unexpected_error(request, error)

@@ -66,7 +66,8 @@ def serve(
               f"prepared in {time.perf_counter() - started:.2f}s)")
     out.print(f"Try:  export CORRAL_URL={url} CORRAL_KEY=$(cat {key_file})  &&  corral whoami\n")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                server_header=False, timeout_graceful_shutdown=10)
+                server_header=False, timeout_graceful_shutdown=10, backlog=4096,
+                access_log=False)  # Corral writes its own (corral/api/middleware.py)
 
 
 @db_app.command("upgrade")

@@ -4,7 +4,7 @@ elsewhere (or not at all) and referred to by hash in `attributes`."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,7 +36,7 @@ class Event:
     def row(self) -> dict[str, Any]:
         """The event as a table row. NUL characters (which PostgreSQL refuses in text) become
         U+FFFD, so no caller's odd input can stop an event from being written."""
-        return {name: _without_nul(value) for name, value in asdict(self).items()}
+        return {name: _without_nul(getattr(self, name)) for name in _FIELDS}
 
 
 def _without_nul(value: Any) -> Any:
@@ -47,3 +47,6 @@ def _without_nul(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_without_nul(item) for item in value]
     return value
+
+
+_FIELDS = tuple(item.name for item in fields(Event))

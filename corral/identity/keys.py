@@ -2,12 +2,16 @@
 
 Only a key's SHA-256 and a short display prefix are stored; the plaintext exists once, in the
 answer to `create_key`/`rotate_key`. A key is active while it is neither revoked nor expired and
-its user is not disabled; that is checked on every request, so a revocation takes effect on the
-next one, on every replica.
+its user is not disabled. `KeyCache` keeps a key's answer for a moment (CORRAL_KEY_CACHE_SECONDS,
+2 s by default, 0 to check the database on every request): the replica where a change is made
+forgets at once; other replicas see it within that moment.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,6 +26,7 @@ from corral.identity.directory import admin_event, get_user, normalise_email
 from corral.store.database import Database
 from corral.store.tables import api_keys, users
 
+log = logging.getLogger("corral.identity")
 LAST_USED_RESOLUTION = timedelta(seconds=60)  # write last_used_at at most this often per key
 MAX_GRACE = timedelta(days=30)
 
@@ -153,15 +158,91 @@ async def rotate_key(
     return plaintext, new
 
 
-async def authenticate_key(database: Database, key: str) -> Principal:
+class KeyCache:
+    """Recently authenticated keys, by hash, each until `ttl_s` passes or the key expires; only
+    successes are kept. `clear()` after any change to keys, users or teams."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 50_000) -> None:
+        self._ttl_s = ttl_s
+        self._max = max_entries
+        self._entries: dict[str, tuple[float, Principal]] = {}
+        self.looking_up: dict[str, asyncio.Future[Principal]] = {}  # one database lookup per key at a time
+
+    def get(self, key_hash: str) -> Principal | None:
+        found = self._entries.get(key_hash)
+        if found is None:
+            return None
+        if found[0] <= time.monotonic():
+            self._entries.pop(key_hash, None)
+            return None
+        return found[1]
+
+    def put(self, key_hash: str, principal: Principal, key_expires: datetime | None) -> None:
+        if self._ttl_s <= 0:
+            return
+        until = time.monotonic() + self._ttl_s
+        if key_expires is not None:
+            until = min(until, time.monotonic() + (key_expires - utcnow()).total_seconds())
+        if len(self._entries) >= self._max:
+            self._entries.clear()
+        self._entries[key_hash] = (until, principal)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+async def authenticate_key(database: Database, key: str, cache: KeyCache | None = None) -> Principal:
     """The Principal behind `key`, or Unauthenticated with a reason the holder can act on."""
     if not tokens.is_well_formed(key):
         raise Unauthenticated("malformed API key: a Corral key looks like ck_ followed by 49 letters and digits")
+    key_hash = tokens.hash_key(key)
+    if cache is None:
+        return await _look_up(database, key_hash, None)
+    known = cache.get(key_hash)
+    if known is not None:
+        return known
+    pending = cache.looking_up.get(key_hash)
+    if pending is not None:  # the same key's lookup is under way: share its answer
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            if not pending.cancelled():
+                raise  # this request itself was cancelled
+    leader: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
+    cache.looking_up[key_hash] = leader
+    try:
+        principal = await _look_up(database, key_hash, cache)
+    except BaseException as error:
+        if isinstance(error, Exception):
+            leader.set_exception(error)
+            leader.exception()  # retrieved: nobody may be waiting
+        else:
+            leader.cancel()
+        raise
+    finally:
+        cache.looking_up.pop(key_hash, None)
+    leader.set_result(principal)
+    return principal
+
+
+_TOUCHING: set[asyncio.Task[None]] = set()
+
+
+async def _touch(database: Database, key_id: int, now: datetime) -> None:
+    """Note when a key was last used (a write, so not on the request's path)."""
+    try:
+        async with asyncio.timeout(30), database.transaction() as connection:
+            await connection.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=now))
+    except Exception:  # a lost last-used time is not worth failing a request over
+        log.warning("could not record when key %d was last used", key_id, exc_info=True)
+
+
+async def _look_up(database: Database, key_hash: str, cache: KeyCache | None) -> Principal:
     async with database.read() as connection:
         row = (await connection.execute(
             select(api_keys, users.c.email, users.c.disabled_at)
             .join(users, users.c.id == api_keys.c.user_id)
-            .where(api_keys.c.key_hash == tokens.hash_key(key))
+            .where(api_keys.c.key_hash == key_hash)
         )).first()
         if row is None:
             raise Unauthenticated("invalid API key")
@@ -174,9 +255,13 @@ async def authenticate_key(database: Database, key: str) -> Principal:
             raise Unauthenticated(f"the user of API key {row.prefix} is disabled")
         user = await get_user(connection, row.email)
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
-        async with database.transaction() as connection:
-            await connection.execute(update(api_keys).where(api_keys.c.id == row.id).values(last_used_at=now))
-    return Principal(
+        touching = asyncio.create_task(_touch(database, row.id, now))  # off the request's path
+        _TOUCHING.add(touching)
+        touching.add_done_callback(_TOUCHING.discard)
+    principal = Principal(
         user_id=row.user_id, email=row.email, roles=frozenset(user.roles), teams=user.teams,
         scopes=frozenset(row.scopes.split()), key_id=row.id, via="key",
     )
+    if cache is not None:
+        cache.put(key_hash, principal, row.expires_at)
+    return principal

@@ -341,10 +341,12 @@ class EffectivePolicy:
     def decide(self, request: Request) -> Decision:
         annotations = request.tool_annotations
         subject = request.subject
+        active = self._active_overrides(request) if self.overrides else ()
+        scoped = any(o.kind == "scope_tasks" for o in active)  # only then does a task's usage matter
         key = (request.action, request.resource, subject.email, subject.teams, subject.roles, subject.client,
                request.mode, tuple(sorted(annotations.items())) if annotations else None,
-               request.task_requests, request.task_cost_usd,
-               tuple(o.id for o in self._active_overrides(request)) if self.overrides else ())
+               request.task_requests if scoped else None, request.task_cost_usd if scoped else None,
+               tuple(o.id for o in active))
         try:
             return self._cache[key]
         except KeyError:

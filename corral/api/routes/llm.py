@@ -1,15 +1,21 @@
-"""The model endpoints agents call, wire-compatible with OpenAI's and Anthropic's: plain
-Starlette routes (the hot path skips FastAPI's request models). Each authenticates the caller
-(a `gateway`-scoped key or an OIDC token) and hands the request to the LLM gateway; errors come
-back in the endpoint's own dialect (corral/api/errors.py)."""
+"""The model endpoints agents call, wire-compatible with OpenAI's and Anthropic's. They are the
+hot path, so they skip FastAPI altogether (`ModelTraffic` sends their paths straight to plain
+Starlette endpoints; everything else goes on to the REST app). Each authenticates the caller (a
+`gateway`-scoped key or an OIDC token) and hands the request to the LLM gateway; errors come back
+in the endpoint's own dialect (corral/api/errors.py)."""
 
 from __future__ import annotations
 
 import time
 
+from collections.abc import Awaitable, Callable
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from corral.api.errors import corral_error, error_response, unexpected_error
+from corral.errors import CorralError
 
 from corral.api.auth import authenticate
 from corral.gateway.llm.dialects import Dialect
@@ -31,6 +37,10 @@ async def chat_completions(request: Request) -> Response:
     return await request.app.state.corral.llm.handle(await _call(request, "openai", "chat"))
 
 
+async def responses(request: Request) -> Response:
+    return await request.app.state.corral.llm.handle(await _call(request, "openai", "responses"))
+
+
 async def messages(request: Request) -> Response:
     return await request.app.state.corral.llm.handle(await _call(request, "anthropic", "chat"))
 
@@ -48,9 +58,38 @@ async def models(request: Request) -> Response:
                                                      "owned_by": "corral"} for name in names]})
 
 
-routes = [
-    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-    Route("/v1/messages", messages, methods=["POST"]),
-    Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
-    Route("/v1/models", models, methods=["GET"]),
-]
+Endpoint = Callable[[Request], Awaitable[Response]]
+ENDPOINTS: dict[str, tuple[str, Endpoint]] = {
+    "/v1/chat/completions": ("POST", chat_completions),
+    "/v1/responses": ("POST", responses),
+    "/v1/messages": ("POST", messages),
+    "/v1/messages/count_tokens": ("POST", count_tokens),
+    "/v1/models": ("GET", models),
+}
+
+
+class ModelTraffic:
+    """In front of the REST app: the model endpoints' paths go straight to their endpoints."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = ENDPOINTS.get(scope["path"]) if scope["type"] == "http" else None
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        scope["app"] = self.app
+        request = Request(scope, receive)
+        method, endpoint = found
+        try:
+            if scope["method"] != method:
+                response = error_response(scope["path"], 405, "method_not_allowed",
+                                          f"{scope['path']} takes {method}, not {scope['method']}")
+            else:
+                response = await endpoint(request)
+        except CorralError as error:
+            response = corral_error(request, error)
+        except Exception as error:  # a bug: the client gets a request id, the log the trace
+            response = unexpected_error(request, error)
+        await response(scope, receive, send)

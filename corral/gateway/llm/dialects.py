@@ -6,6 +6,7 @@ read from a response or from a stream as it passes. Pure: no I/O.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -115,7 +116,29 @@ def _anthropic_usage(usage: Any, seen: Observed) -> None:
         current.output_tokens = int(usage["output_tokens"])
 
 
-READERS = {"openai": read_openai, "anthropic": read_anthropic}
+def read_responses(body: dict[str, Any], seen: Observed) -> None:
+    """A response of OpenAI's Responses API (whole), or the event that ends a streamed one
+    (`response.completed` and its kin carry the whole response: read only those)."""
+    if body.get("type") in ("response.completed", "response.incomplete", "response.failed"):
+        body = body.get("response") or {}
+    if body.get("object") != "response":
+        return
+    usage = body.get("usage")
+    if isinstance(usage, dict):
+        details = usage.get("input_tokens_details") or {}
+        seen.usage = Usage(usage.get("input_tokens"), usage.get("output_tokens"), int(details.get("cached_tokens") or 0))
+    seen.stop_reason = body.get("status") or seen.stop_reason
+    for item in body.get("output") or ():
+        if isinstance(item, dict) and item.get("type") == "function_call":
+            seen.tool_calls.append({"id": item.get("call_id"), "name": item.get("name"),
+                                    "arguments": item.get("arguments") or ""})
+
+
+READERS = {"openai": read_openai, "anthropic": read_anthropic, "responses": read_responses}
+
+
+def reader_for(dialect: Dialect, operation: str):  # noqa: ANN201 - one of READERS
+    return READERS["responses" if operation == "responses" else dialect]
 
 
 class StreamReader:
@@ -123,11 +146,11 @@ class StreamReader:
     event waits for the rest), and reads the ones that matter into `Observed` without holding
     the stream. Text deltas are not parsed at all."""
 
-    _MATTERS = (b'"usage"', b'"tool_calls"', b'"tool_use"', b'input_json_delta', b'"finish_reason":"',
-                b'"finish_reason": "', b"message_delta", b"message_start")
+    _MATTERS = re.compile(rb'"usage"|"tool_calls"|"tool_use"|input_json_delta|"finish_reason": ?"|message_delta'
+                          rb'|message_start|response\.(?:completed|incomplete|failed)')
 
-    def __init__(self, dialect: Dialect, seen: Observed) -> None:
-        self._read = READERS[dialect]
+    def __init__(self, dialect: Dialect, seen: Observed, operation: str = "chat") -> None:
+        self._read = reader_for(dialect, operation)
         self._seen = seen
         self._pending = b""
 
@@ -142,7 +165,7 @@ class StreamReader:
         return rest
 
     def observe(self, event: bytes) -> None:
-        if any(marker in event for marker in self._MATTERS):
+        if self._MATTERS.search(event):
             body = event_data(event)
             if body is not None:
                 self._read(body, self._seen)

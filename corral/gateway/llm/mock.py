@@ -42,10 +42,13 @@ class MockModel:
             message = f"the mock provider was told to fail with {status}"
             return status, json.dumps(error_body(dialect, status, "mock_fault", message)).encode()
         text = f"mock reply to: {_last_user_text(body)[:200]}"
-        tokens_in = max(1, len(json.dumps(body.get("messages", ""))) // 4)
+        tokens_in = max(1, len(json.dumps(body.get("messages") or body.get("input") or "")) // 4)
+        tokens_out = max(1, len(text) // 4)
         if operation == "count_tokens":
             return 200, json.dumps({"input_tokens": tokens_in}).encode()
-        tokens_out = max(1, len(text) // 4)
+        if operation == "responses":
+            response = _response(model, text, tokens_in, tokens_out)
+            return 200, (_response_stream(response) if body.get("stream") else json.dumps(response).encode())
         if dialect == "anthropic":
             if body.get("stream"):
                 return 200, _anthropic_stream(model, text, tokens_in, tokens_out)
@@ -57,7 +60,10 @@ class MockModel:
 
 
 def _last_user_text(body: dict[str, Any]) -> str:
-    for message in reversed(body.get("messages") or []):
+    given = body.get("input")
+    if isinstance(given, str):
+        return given
+    for message in reversed(body.get("messages") or given or []):
         if isinstance(message, dict) and message.get("role") == "user":
             content = message.get("content")
             if isinstance(content, str):
@@ -111,6 +117,35 @@ async def _anthropic_stream(model: str, text: str, tokens_in: int, tokens_out: i
                ("message_stop", {"type": "message_stop"})]
     for name, data in events:
         yield f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _response(model: str, text: str, tokens_in: int, tokens_out: int) -> dict[str, Any]:
+    return {"id": f"resp_mock_{uuid.uuid4().hex[:12]}", "object": "response", "created_at": int(time.time()),
+            "status": "completed", "model": model,
+            "output": [{"type": "message", "id": f"msg_mock_{uuid.uuid4().hex[:12]}", "status": "completed",
+                        "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+            "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out, "total_tokens": tokens_in + tokens_out}}
+
+
+async def _response_stream(response: dict[str, Any]) -> AsyncIterator[bytes]:
+    item = response["output"][0]
+    text = item["content"][0]["text"]
+    started = {**response, "status": "in_progress", "output": []}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": started},
+        {"type": "response.output_item.added", "output_index": 0, "item": {**item, "status": "in_progress", "content": []}},
+        {"type": "response.content_part.added", "item_id": item["id"], "output_index": 0, "content_index": 0,
+         "part": {"type": "output_text", "text": "", "annotations": []}}]
+    events += [{"type": "response.output_text.delta", "item_id": item["id"], "output_index": 0, "content_index": 0,
+                "delta": word} for word in _words(text)]
+    events += [{"type": "response.output_text.done", "item_id": item["id"], "output_index": 0, "content_index": 0,
+                "text": text},
+               {"type": "response.content_part.done", "item_id": item["id"], "output_index": 0, "content_index": 0,
+                "part": item["content"][0]},
+               {"type": "response.output_item.done", "output_index": 0, "item": item},
+               {"type": "response.completed", "response": response}]
+    for number, event in enumerate(events):
+        yield f"event: {event['type']}\ndata: {json.dumps({**event, 'sequence_number': number})}\n\n".encode()
 
 
 def _words(text: str) -> list[str]:

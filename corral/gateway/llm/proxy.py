@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from corral.errors import CorralError, Forbidden, InvalidRequest, NotFound
 from corral.events.model import Event, utcnow
 from corral.events.recorder import EventRecorder
-from corral.gateway.llm.dialects import SPOKEN, Dialect, Observed, StreamReader, READERS, error_body
+from corral.gateway.llm.dialects import SPOKEN, Dialect, Observed, StreamReader, error_body, reader_for
 from corral.gateway.llm.health import TargetHealth
 from corral.gateway.llm.pricing import cost_usd
 from corral.gateway.llm.spending import Admission, Spending
@@ -119,7 +120,7 @@ class LlmGateway:
     async def handle(self, call: Call) -> Response:
         result = Outcome()
         asked = call.body["model"]
-        if call.operation == "chat":
+        if call.operation in ("chat", "responses"):
             conversation = conversation_of(call.dialect, call.body)
             call.task_id = task_of(call.headers, call.body, conversation)
             call.mode = mode_of(call.headers, conversation)
@@ -144,7 +145,7 @@ class LlmGateway:
             targets = decision.obligations.get("targets") or [asked]
             providers = effective.compiled.policy.providers
             _cap_tokens(call, decision.obligations.get("max_tokens"))
-            if call.operation == "chat" and call.body.get("tools"):
+            if call.operation in ("chat", "responses") and call.body.get("tools"):
                 result.gate = self._gate(call, effective, now, result)
             opened, provider = await self._open_first(call, targets, providers, result)
         except BaseException as error:
@@ -155,8 +156,7 @@ class LlmGateway:
                 self._record(call, result)
             raise
         if call.body.get("stream") and opened.status == 200:
-            return StreamingResponse(self._relay(call, opened, provider, result, admission), status_code=200,
-                                     media_type="text/event-stream", headers=_served_headers(result))
+            return EventStream(self._relay(call, opened, provider, result, admission), _served_headers(result))
         try:
             body = await opened.read()
         except BaseException as error:  # broke off, or the client left: nothing to pass on
@@ -170,8 +170,10 @@ class LlmGateway:
         if opened.status == 200:
             if result.gate is not None:
                 body = result.gate.rewrite(body)
+                opened.parsed = None
             try:
-                READERS[call.dialect](json.loads(body), result.seen)
+                answer = opened.parsed if opened.parsed is not None else json.loads(body)
+                reader_for(call.dialect, call.operation)(answer, result.seen)
             except (ValueError, AttributeError):
                 pass  # passed on as it came; usage unknown
         else:
@@ -213,7 +215,8 @@ class LlmGateway:
             decision = effective.decide(Request(action, resource, subject, mode=call.mode, now=now))
             return decision.effect, decision.reason, decision.rules
 
-        return ToolGate(call.dialect, set(offered_names(call.dialect, call.body)), decide)
+        return ToolGate("responses" if call.operation == "responses" else call.dialect,
+                        set(offered_names(call.dialect, call.body)), decide)
 
     async def _open_first(self, call: Call, targets: list[str], providers: dict[str, Provider],
                           result: Outcome) -> tuple[Opened, Provider]:
@@ -262,7 +265,7 @@ class LlmGateway:
 
     async def _relay(self, call: Call, opened: Opened, provider: Provider, result: Outcome,
                      admission: Admission) -> AsyncIterator[bytes]:
-        reader = StreamReader(call.dialect, result.seen)
+        reader = StreamReader(call.dialect, result.seen, call.operation)
         gate = result.gate.stream() if result.gate is not None else None
         try:
             async for chunk in opened.chunks:
@@ -289,7 +292,7 @@ class LlmGateway:
             await self._finish(call, result, provider, admission)
 
     def _answered(self, call: Call, result: Outcome) -> None:
-        if call.task_id and call.operation == "chat" and result.outcome == "ok":
+        if call.task_id and call.operation in ("chat", "responses") and result.outcome == "ok":
             self._happened(call, self.tasks.after(call.task_id, call.client, result.seen, result.cost))
 
     def _happened(self, call: Call, happenings: list[Happening]) -> None:
@@ -334,7 +337,7 @@ class LlmGateway:
             tokens_out=usage.output_tokens, cost_usd=result.cost, attributes=attributes))
 
 
-_CLIENTS = (("roocode", "roo-code"), ("roo code", "roo-code"), ("roo-cline", "roo-code"), ("cline", "cline"),
+_CLIENTS = (("roocode", "roo-code"), ("roo code", "roo-code"), ("roo-code", "roo-code"), ("roo-cline", "roo-code"), ("cline", "cline"),
             ("claude-cli", "claude-code"), ("claude-code", "claude-code"), ("openai/python", "openai-sdk"),
             ("openai/js", "openai-sdk"), ("anthropic/python", "anthropic-sdk"), ("anthropic/js", "anthropic-sdk"))
 
@@ -375,7 +378,7 @@ async def _checked_json(opened: Opened) -> Opened:
     """A whole answer must be JSON; an HTML error page with status 200 is a broken target."""
     body = await opened.read()
     try:
-        json.loads(body)
+        parsed = json.loads(body)
     except ValueError:
         kind = "an HTML page" if body.lstrip()[:1] == b"<" else "something that is not JSON"
         raise UpstreamFailed(f"answered {kind} instead of JSON", True) from None
@@ -383,7 +386,43 @@ async def _checked_json(opened: Opened) -> Opened:
     async def again() -> AsyncIterator[bytes]:
         yield body
 
-    return Opened(opened.status, opened.content_type, again(), opened.close)
+    return Opened(opened.status, opened.content_type, again(), opened.close, parsed)
+
+
+class EventStream:
+    """A server-sent event stream passed on chunk by chunk. When the client goes away, the relay
+    is cancelled, which closes the upstream request. (Starlette's StreamingResponse does the same
+    with a task group per stream; this costs one task.)"""
+
+    def __init__(self, chunks: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+        self._chunks = chunks
+        self._headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+                         *((name.encode(), value.encode()) for name, value in headers.items())]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        streaming = asyncio.current_task()
+        assert streaming is not None
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            streaming.cancel()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self._headers})
+            async for chunk in self._chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            streaming.uncancel()  # the client left: nothing more to say, nobody to say it to
+        finally:
+            watcher.cancel()
 
 
 def _stream_error(dialect: Dialect, message: str) -> bytes:

@@ -57,7 +57,7 @@ class Admission:
     budgets: list[Counted] = field(default_factory=list)
     token_windows: list[Counted] = field(default_factory=list)
     seats: list[str] = field(default_factory=list)
-    token: str = field(default_factory=lambda: secrets.token_hex(8))
+    token: str = ""  # names this request's seats, made when it takes one
 
 
 def concrete(scope: str, principal: Principal, profile: str | None) -> list[str]:
@@ -153,6 +153,7 @@ class Spending:
                              f"an incident override limits {principal.email} to {max_concurrency} requests in flight")
 
     async def _seat(self, key: str, admission: Admission, limit: int, message: str) -> None:
+        admission.token = admission.token or secrets.token_hex(8)
         if not await self.counters.enter(key, admission.token, limit, IN_FLIGHT_TTL_S):
             raise LimitReached(f"{message}; wait for one to finish", "rate_limited", 1)
         admission.seats.append(key)

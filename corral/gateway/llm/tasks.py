@@ -89,6 +89,8 @@ def mode_of(headers: dict[str, str], conversation: Conversation) -> str | None:
 
 
 def conversation_of(dialect: Dialect, body: dict[str, Any]) -> Conversation:
+    if "messages" not in body and "input" in body:
+        return _responses_conversation(body)
     messages = body.get("messages") if isinstance(body.get("messages"), list) else []
     tool_uses: dict[str, tuple[str, dict[str, Any]]] = {}
     results: list[tuple[int, str, str, bool]] = []
@@ -113,6 +115,24 @@ def conversation_of(dialect: Dialect, body: dict[str, Any]) -> Conversation:
     opening = json.dumps([system, messages[:2] if dialect == "openai" else messages[:1]], sort_keys=True,
                          default=str).encode()
     return Conversation(opening, messages, tool_uses, results)
+
+
+def _responses_conversation(body: dict[str, Any]) -> Conversation:
+    """OpenAI's Responses API: `input` is a string or a list of items (messages, function calls
+    and their outputs)."""
+    given = body["input"]
+    items = given if isinstance(given, list) else [{"role": "user", "content": str(given)}]
+    tool_uses: dict[str, tuple[str, dict[str, Any]]] = {}
+    results: list[tuple[int, str, str, bool]] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "function_call":
+            tool_uses[str(item.get("call_id"))] = (str(item.get("name")), _arguments(item.get("arguments")))
+        elif item.get("type") == "function_call_output":
+            results.append((index, str(item.get("call_id")), str(item.get("output", "")), False))
+    opening = json.dumps([body.get("instructions"), items[:1]], sort_keys=True, default=str).encode()
+    return Conversation(opening, items, tool_uses, results)
 
 
 def _arguments(value: Any) -> dict[str, Any]:
@@ -162,7 +182,8 @@ class TaskTracker:
             if len(self._tasks) >= self._max_tasks:
                 self._tasks.pop(next(iter(self._tasks)))  # the longest idle one
             task = self._tasks[task_id] = _Task(chain=[], owner=owner)
-            answers = [i for i, m in enumerate(conversation.messages) if isinstance(m, dict) and m.get("role") == "assistant"]
+            answers = [i for i, m in enumerate(conversation.messages)
+                       if isinstance(m, dict) and (m.get("role") == "assistant" or m.get("type") == "function_call")]
             happened.append(Happening("task.started", attributes={"resumed": bool(answers)}))
             if answers:  # first seen mid-task (a restart): only what follows the last answer is new
                 task.chain = chain[:answers[-1] + 1]

@@ -104,16 +104,26 @@ Decide = Callable[[str, str], tuple[str, str, tuple[str, ...]]]  # (action, reso
 class ToolGate:
     """Judges the model's tool calls for one request."""
 
-    dialect: Dialect
+    dialect: str  # openai | anthropic | responses (OpenAI's Responses API)
     offered: set[str]
     decide: Decide
     blocked: list[Blocked] = field(default_factory=list)
+    _judged: dict[str, Blocked | None] = field(default_factory=dict)
 
-    def judge(self, name: str, arguments: str | dict[str, Any]) -> Blocked | None:
-        if name not in self.offered:
-            found = Blocked(name, name, f"{name} was not offered to the model in this mode", ("mode",))
+    def judge(self, name: str, arguments: str | dict[str, Any], call_id: str | None = None) -> Blocked | None:
+        """None when the call may go through; else why not (recorded once per call)."""
+        if call_id is not None and call_id in self._judged:
+            return self._judged[call_id]
+        found = self._judge(name, arguments)
+        if found is not None:
             self.blocked.append(found)
-            return found
+        if call_id is not None:
+            self._judged[call_id] = found
+        return found
+
+    def _judge(self, name: str, arguments: str | dict[str, Any]) -> Blocked | None:
+        if name not in self.offered:
+            return Blocked(name, name, f"{name} was not offered to the model in this mode", ("mode",))
         action = ACTIONS.get(name)
         if action is None:
             return None
@@ -122,11 +132,7 @@ class ToolGate:
         if resource is None:
             return None
         effect, reason, rules = self.decide(action[0], resource)
-        if effect != "deny":
-            return None
-        found = Blocked(name, resource, reason, rules)
-        self.blocked.append(found)
-        return found
+        return Blocked(name, resource, reason, rules) if effect == "deny" else None
 
     # ---- whole answers -------------------------------------------------------------------------
 
@@ -137,8 +143,9 @@ class ToolGate:
             return body
         if not isinstance(answer, dict):
             return body
-        changed = self._rewrite_openai(answer) if self.dialect == "openai" else self._rewrite_anthropic(answer)
-        return json.dumps(answer).encode() if changed else body
+        rewrite = {"openai": self._rewrite_openai, "anthropic": self._rewrite_anthropic,
+                   "responses": self.rewrite_response}[self.dialect]
+        return json.dumps(answer).encode() if rewrite(answer) else body
 
     def _rewrite_openai(self, answer: dict[str, Any]) -> bool:
         changed = False
@@ -179,10 +186,25 @@ class ToolGate:
             answer["stop_reason"] = "end_turn"
         return changed
 
+    def rewrite_response(self, answer: dict[str, Any]) -> bool:
+        """A Responses API response: blocked function calls become message items."""
+        output = answer.get("output")
+        if not isinstance(output, list):
+            return False
+        changed = False
+        for index, item in enumerate(output):
+            if isinstance(item, dict) and item.get("type") == "function_call":
+                found = self.judge(str(item.get("name")), item.get("arguments") or "", str(item.get("call_id")))
+                if found:
+                    output[index] = _message_item(item.get("id"), explain(found))
+                    changed = True
+        return changed
+
     # ---- streams ---------------------------------------------------------------------------------
 
     def stream(self) -> "StreamGate":
-        return OpenAIStreamGate(self) if self.dialect == "openai" else AnthropicStreamGate(self)
+        return {"openai": OpenAIStreamGate, "anthropic": AnthropicStreamGate,
+                "responses": ResponsesStreamGate}[self.dialect](self)
 
 
 def explain(blocked: Blocked) -> str:
@@ -289,7 +311,7 @@ class AnthropicStreamGate:
             delta = data.get("delta") or {}
             if delta.get("stop_reason") == "tool_use":
                 delta["stop_reason"] = "end_turn"
-                return [f"event: message_delta\ndata: {json.dumps(data)}\n\n".encode()]
+                return [_sse("message_delta", data)]
         return [event]
 
     def _release(self, stop: bytes) -> list[bytes]:
@@ -304,5 +326,50 @@ class AnthropicStreamGate:
         index = block["index"]
         start = {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
         delta = {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": explain(found)}}
-        return [f"event: content_block_start\ndata: {json.dumps(start)}\n\n".encode(),
-                f"event: content_block_delta\ndata: {json.dumps(delta)}\n\n".encode(), stop]
+        return [_sse("content_block_start", start), _sse("content_block_delta", delta), stop]
+
+
+def _message_item(item_id: Any, text: str) -> dict[str, Any]:
+    return {"type": "message", "id": item_id, "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}
+
+
+class ResponsesStreamGate:
+    """Holds a function call item's events from `output_item.added` to `output_item.done`; the
+    closing `response.completed` (which repeats the whole output) is rewritten the same way."""
+
+    def __init__(self, gate: ToolGate) -> None:
+        self._gate = gate
+        self._held: list[bytes] | None = None
+
+    def feed(self, event: bytes) -> list[bytes]:
+        if self._held is None and b"function_call" not in event and b"response.completed" not in event:
+            return [event]
+        data = event_data(event)
+        kind = data.get("type") if data else None
+        item = (data or {}).get("item") or {}
+        if kind == "response.output_item.added" and item.get("type") == "function_call":
+            self._held = [event]
+            return []
+        if kind == "response.output_item.done" and item.get("type") == "function_call":
+            held, self._held = self._held or [], None
+            found = self._gate.judge(str(item.get("name")), item.get("arguments") or "", str(item.get("call_id")))
+            if found is None:
+                return [*held, event]
+            replaced = _message_item(item.get("id"), explain(found))
+            index = data.get("output_index", 0)
+            return [_sse("response.output_item.added", {"type": "response.output_item.added", "output_index": index,
+                                                         "item": {**replaced, "status": "in_progress"}}),
+                    _sse("response.output_item.done", {"type": "response.output_item.done", "output_index": index,
+                                                        "item": replaced})]
+        if self._held is not None:
+            self._held.append(event)
+            return []
+        if kind == "response.completed" and isinstance(data.get("response"), dict):
+            if self._gate.rewrite_response(data["response"]):
+                return [_sse("response.completed", data)]
+        return [event]
+
+
+def _sse(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()

@@ -8,12 +8,14 @@ whether another target may be tried (429, 5xx, timeouts, refused connections) or
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 from corral.gateway.llm.dialects import Dialect
 from corral.gateway.llm.mock import MockModel
@@ -44,6 +46,7 @@ class Opened:
     content_type: str
     chunks: AsyncIterator[bytes]
     close: Any  # async callable
+    parsed: Any = None  # the whole answer's JSON, once something has read it
 
     async def read(self) -> bytes:
         try:
@@ -61,15 +64,23 @@ async def _once(body: bytes) -> AsyncIterator[bytes]:
 
 
 class Upstreams:
-    """Every provider's connection: one pooled HTTP client for all, and the mock models."""
+    """Every provider's connection: one pooled HTTP client for all (aiohttp: at 64 concurrent
+    requests it costs a twentieth of httpx's pool, bench/gateway.py), and the mock models."""
 
     def __init__(self) -> None:
-        self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
-                                       follow_redirects=False)
+        self._session: aiohttp.ClientSession | None = None
         self._mocks: dict[tuple[str, Any], MockModel] = {}
 
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:  # made inside the running loop, at the first call
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=10_000, limit_per_host=0, ttl_dns_cache=300),
+                json_serialize=json.dumps, skip_auto_headers=("User-Agent",))
+        return self._session
+
     async def close(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def open(self, name: str, provider: Provider, dialect: Dialect, operation: str, body: dict[str, Any],
                    client_headers: dict[str, str]) -> Opened:
@@ -81,34 +92,41 @@ class Upstreams:
             chunks = _once(answer) if isinstance(answer, bytes) else answer
             content_type = "text/event-stream" if not isinstance(answer, bytes) else "application/json"
             return Opened(status, content_type, chunks, _nothing)
-        request = self._http.build_request(
-            "POST", provider.base_url.rstrip("/") + _PATHS[(dialect, operation)], json=body,
-            headers=_headers(provider, dialect, client_headers),
-            timeout=httpx.Timeout(provider.timeout_s, connect=provider.connect_timeout_s))
+        url = provider.base_url.rstrip("/") + _PATHS[(dialect, operation)]
+        timeout = aiohttp.ClientTimeout(total=None, connect=provider.connect_timeout_s, sock_read=provider.timeout_s)
         try:
-            response = await self._http.send(request, stream=True)
-        except httpx.TimeoutException:
+            response = await self._http().post(url, data=json.dumps(body).encode(), allow_redirects=False,
+                                               headers=_headers(provider, dialect, client_headers), timeout=timeout)
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamFailed(f"no answer within {provider.timeout_s:g} s", True, timeout=True) from None
-        except httpx.HTTPError as error:
+        except (aiohttp.ClientError, OSError) as error:
             raise UpstreamFailed(f"cannot reach {provider.base_url}: {type(error).__name__}", True) from None
-        return Opened(response.status_code, response.headers.get("content-type", ""), _chunks(response, provider),
-                      response.aclose)
+        return Opened(response.status, response.headers.get("content-type", ""), _chunks(response, provider),
+                      _closer(response))
 
 
-async def _chunks(response: httpx.Response, provider: Provider) -> AsyncIterator[bytes]:
+def _closer(response: aiohttp.ClientResponse):  # noqa: ANN202 - an async callable
+    async def close() -> None:
+        response.close()  # mid-answer this drops the connection, which stops the upstream's work
+
+    return close
+
+
+async def _chunks(response: aiohttp.ClientResponse, provider: Provider) -> AsyncIterator[bytes]:
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in response.content.iter_any():
             yield chunk
-    except httpx.TimeoutException:
+    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
         raise UpstreamFailed(f"the answer stopped for more than {provider.timeout_s:g} s", True, timeout=True) from None
-    except httpx.HTTPError as error:
+    except (aiohttp.ClientError, OSError) as error:
         raise UpstreamFailed(f"the connection broke mid-answer: {type(error).__name__}", True) from None
     finally:
-        await response.aclose()
+        response.release()
 
 
 def _headers(provider: Provider, dialect: Dialect, client_headers: dict[str, str]) -> dict[str, str]:
     headers = {name: client_headers[name] for name in _PASSED_HEADERS if name in client_headers}
+    headers["content-type"] = "application/json"
     secret = _secret(provider.api_key)
     if dialect == "anthropic":
         headers["anthropic-version"] = client_headers.get("anthropic-version", ANTHROPIC_VERSION)
