@@ -28,6 +28,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/decide.py
 	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/gateway.py
 
 clean:
 	rm -rf $(VENV) .corral .pytest_cache .hypothesis

@@ -636,3 +636,61 @@ def test_the_mock_speaks_the_responses_api(gateway):
     assert oai(gateway).responses.create(model="mocked", input="hello").output_text == "mock reply to: hello"
     with oai(gateway).responses.stream(model="mocked", input="hello there") as stream:
         assert stream.get_final_response().output_text == "mock reply to: hello there"
+
+
+# ---- incident overrides reach the gateway ----------------------------------------------------
+
+
+def override(gateway, kind, target, **params):
+    created = httpx.post(gateway["url"] + "/api/v1/overrides", headers={"Authorization": f"Bearer {gateway['admin']}"},
+                         json={"kind": kind, "target": target, "ttl_seconds": 600, "reason": "drill",
+                               "params": params}, timeout=10)
+    assert created.status_code == 201, created.text
+    return created.json()["id"]
+
+
+def remove_override(gateway, override_id):
+    httpx.delete(gateway["url"] + f"/api/v1/overrides/{override_id}",
+                 headers={"Authorization": f"Bearer {gateway['admin']}"}, timeout=10)
+
+
+def test_switch_profile_reroutes_to_a_fallback_at_once(gateway, upstream):
+    switched = override(gateway, "switch_profile", "main", to="backup/gpt-y")
+    try:
+        raw = oai(gateway).chat.completions.with_raw_response.create(model="main",
+                                                                     messages=[{"role": "user", "content": "x"}])
+        assert raw.headers["x-corral-target"] == "backup/gpt-y"
+        assert events(gateway, raw.headers["x-corral-request-id"])["cost_usd"] is None  # gpt-y has no known price
+    finally:
+        remove_override(gateway, switched)
+    raw = oai(gateway).chat.completions.with_raw_response.create(model="main", messages=[{"role": "user", "content": "x"}])
+    assert raw.headers["x-corral-target"] == "primary/gpt-x"
+
+
+def test_limit_workload_caps_tokens_and_takes_modes_away(gateway, upstream):
+    email, key = user_key(gateway)
+    limited = override(gateway, "limit_workload", f"user:{email}", max_tokens=7, denied_modes=["ask"])
+    try:
+        oai(gateway, key, **{"x-corral-mode": "code"}).chat.completions.create(
+            model="main", max_tokens=500, messages=[{"role": "user", "content": "x"}])
+        assert upstream.received["primary"][-1].body["max_tokens"] == 7
+        with pytest.raises(openai.PermissionDeniedError, match="mode 'ask' is not available now"):
+            oai(gateway, key, **{"x-corral-mode": "ask"}).chat.completions.create(
+                model="main", messages=[{"role": "user", "content": "x"}])
+    finally:
+        remove_override(gateway, limited)
+
+
+def test_scope_tasks_ends_a_task_past_its_requests(gateway):
+    email, key = user_key(gateway)
+    scoped = override(gateway, "scope_tasks", f"user:{email}", max_requests=2)
+    try:
+        client = oai(gateway, key, **{"x-corral-task": unique("task")})
+        for _ in range(2):
+            client.chat.completions.create(model="mocked", messages=[{"role": "user", "content": "x"}])
+        with pytest.raises(openai.PermissionDeniedError, match="the task has made its 2 requests"):
+            client.chat.completions.create(model="mocked", messages=[{"role": "user", "content": "x"}])
+        oai(gateway, key, **{"x-corral-task": unique("task")}).chat.completions.create(
+            model="mocked", messages=[{"role": "user", "content": "x"}])  # another task starts afresh
+    finally:
+        remove_override(gateway, scoped)

@@ -15,6 +15,7 @@ from typing import Protocol
 from corral.errors import Unavailable
 
 REDIS_TIMEOUT_S = 2.0
+REDIS_CONNECTIONS = 64
 
 
 class CountersUnavailable(Unavailable):
@@ -98,7 +99,10 @@ class RedisCounters:
     def __init__(self, url: str, prefix: str) -> None:
         import redis.asyncio as redis
 
-        self._redis = redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
+        pool = redis.BlockingConnectionPool.from_url(  # callers queue for one of `max_connections`
+            url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S,
+            socket_connect_timeout=REDIS_TIMEOUT_S)
+        self._redis = redis.Redis(connection_pool=pool)
         self._prefix = prefix.rstrip(":") + ":"
         self._enter = self._redis.register_script(_ENTER)
 

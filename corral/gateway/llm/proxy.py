@@ -120,12 +120,13 @@ class LlmGateway:
     async def handle(self, call: Call) -> Response:
         result = Outcome()
         asked = call.body["model"]
+        task_requests = task_cost = None
         if call.operation in ("chat", "responses"):
             conversation = conversation_of(call.dialect, call.body)
             call.task_id = task_of(call.headers, call.body, conversation)
             call.mode = mode_of(call.headers, conversation)
+            task_requests, task_cost = self.tasks.usage(call.task_id)  # what the task used before this request
             self._happened(call, self.tasks.before(call.task_id, conversation, (call.principal, call.client)))
-        task_requests, task_cost = self.tasks.usage(call.task_id) if call.task_id else (None, None)
         admission: Admission | None = None
         try:
             effective = await self._policy.current()
