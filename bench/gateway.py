@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import resource
 import signal
@@ -115,16 +116,18 @@ class Connection:
         self.writer.write(raw)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
-        headers = head.lower()
-        if b"transfer-encoding: chunked" in headers:
+        headers = dict(line.lower().split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
+        if headers.get(b"transfer-encoding", b"").strip() == b"chunked":
             while True:
                 size = int((await self.reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
                 await self.reader.readexactly(size + 2)
                 if size == 0:
                     break
-        else:
-            length = int(headers.split(b"content-length: ")[1].split(b"\r\n")[0])
-            await self.reader.readexactly(length)
+        elif b"content-length" in headers:
+            await self.reader.readexactly(int(headers[b"content-length"]))
+        else:  # neither: the body ends when the server closes the connection
+            await self.reader.read()
+            raise ConnectionResetError("the server closed the connection after its answer")
         return status
 
     async def first_chunk(self, raw: bytes) -> int:
@@ -166,7 +169,7 @@ async def fixed_rate(port: int, raw: bytes, rate: int, seconds: float) -> tuple[
         begun = time.perf_counter()
         try:
             status = await asyncio.wait_for(connection.send(raw), 30)
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
+        except Exception:  # any failure costs this request, never the connection pool
             failures += 1
             connection.close()
             idle.put_nowait(await Connection.open(port))
@@ -195,13 +198,17 @@ async def max_throughput(port: int, raw: bytes, seconds: float) -> tuple[float, 
     async def worker() -> None:
         nonlocal done, failures
         connection = await Connection.open(port)
-        try:
-            while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline:
+            try:
                 status = await asyncio.wait_for(connection.send(raw), 30)
-                done += 1
-                failures += status != 200
-        finally:
-            connection.close()
+            except Exception:
+                failures += 1
+                connection.close()
+                connection = await Connection.open(port)
+                continue
+            done += 1
+            failures += status != 200
+        connection.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
@@ -338,8 +345,8 @@ def measure(port: int, key: str | None, path: str, stream: bool, rate: int, seco
     asyncio.run(fixed_rate(port, raw, min(rate, 200), 1.0))  # warm up
     latencies, failed, achieved = asyncio.run(fixed_rate(port, raw, rate, seconds))
     throughput, failed_max = asyncio.run(max_throughput(port, raw, min(seconds, 5.0)))
-    return {"p50": statistics.median(latencies), "p99": percentile(latencies, 0.99), "rate": achieved,
-            "failed": failed + failed_max, "max": throughput}
+    return {"p50": statistics.median(latencies or [math.nan]), "p99": percentile(latencies, 0.99),
+            "rate": achieved, "failed": failed + failed_max, "max": throughput}
 
 
 def main() -> None:

@@ -145,7 +145,8 @@ class LlmGateway:
                                                   decision.obligations.get("max_concurrency"))
             targets = decision.obligations.get("targets") or [asked]
             providers = effective.compiled.policy.providers
-            _cap_tokens(call, decision.obligations.get("max_tokens"))
+            if call.operation != "count_tokens":
+                _cap_tokens(call, decision.obligations.get("max_tokens"))
             if call.operation in ("chat", "responses") and call.body.get("tools"):
                 result.gate = self._gate(call, effective, now, result)
             opened, provider = await self._open_first(call, targets, providers, result)
@@ -228,7 +229,7 @@ class LlmGateway:
         if not spoken:
             raise InvalidRequest(f"{call.body['model']!r} is served by {', '.join(candidates)}, which do not speak "
                                  f"the {call.dialect} API; call the other endpoint (/v1/messages or /v1/chat/completions)")
-        for index, target in enumerate(spoken):
+        for target in spoken:
             name, _, model = target.partition("/")
             provider = providers[name]
             missing = missing_credential(provider)
@@ -369,7 +370,8 @@ def _cap_tokens(call: Call, cap: int | None) -> None:
     if not cap:
         return
     body = call.body
-    field_name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+    field_name = "max_output_tokens" if call.operation == "responses" else \
+        "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
     asked = body.get(field_name)
     if not isinstance(asked, int) or asked > cap:
         body[field_name] = cap
