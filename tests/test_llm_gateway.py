@@ -38,6 +38,7 @@ providers:
   nokey:   {{kind: openai, base_url: "{up}/nokey/v1", api_key: "env:CORRAL_TEST_UNSET_KEY"}}
   mock:    {{kind: mock}}
   broken:  {{kind: mock, mock: {{fail_status: 503}}}}
+  shared:  {{kind: openai, base_url: "{up}/shared/v1", health: {{min_requests: 2, error_rate: 1.0, cooldown_s: 30}}}}
 modes:
   code: {{tools: [read, edit, command, mcp]}}
   ask:  {{tools: [read, mcp]}}
@@ -57,8 +58,11 @@ profiles:
   limited:  {{targets: [mock/echo]}}
   single:   {{targets: [primary/gpt-x]}}
   tokens:   {{targets: [primary/gpt-x]}}
+  replicas: {{targets: [shared/r1, backup/gpt-y]}}
+  pricey:   {{targets: [primary/gpt-x]}}
 budgets:
   - {{scope: "profile:budgeted", period: day, limit_usd: 0.00003, soft_at: 0.5}}
+  - {{scope: "profile:pricey", period: month, limit_usd: 0.00002}}
 limits:
   - {{scope: "profile:limited", rpm: 2}}
   - {{scope: "profile:single", concurrency: 1}}
@@ -76,7 +80,7 @@ rules:
     effect: allow
     action: llm.request
     match: {{profile: [main, capped, sonnet, shaky, slow, refused, unkeyed, mocked, down, release, solo, budgeted,
-                      limited, single, tokens]}}
+                      limited, single, tokens, replicas, pricey]}}
   - id: contractors-not-on-release
     effect: deny
     action: llm.request
@@ -102,11 +106,12 @@ def gateway(request, tmp_path_factory, upstream):
     shared = {"CORRAL_REDIS_URL": REDIS_URL, "CORRAL_REDIS_PREFIX": unique("corral-test")} \
         if request.param == "postgresql" else {}
     with own_database(request.param, data_dir) as database_url:
-        process, url, log_path = start_server(data_dir, database_url, {
-            "CORRAL_ADMIN_KEY": admin_key, "CORRAL_POLICY": str(policy), "PRIMARY_KEY": SECRET,
-            "CORRAL_MAX_BODY_BYTES": str(256 * 1024), **shared})
+        env = {"CORRAL_ADMIN_KEY": admin_key, "CORRAL_POLICY": str(policy), "PRIMARY_KEY": SECRET,
+               "CORRAL_MAX_BODY_BYTES": str(256 * 1024), **shared}
+        process, url, log_path = start_server(data_dir, database_url, env)
         try:
-            yield {"url": url, "admin": admin_key, "log": log_path, "data_dir": data_dir}
+            yield {"url": url, "admin": admin_key, "log": log_path, "data_dir": data_dir, "env": env,
+                   "database_url": database_url, "backend": request.param}
         finally:
             stop_server(process)
 
@@ -694,3 +699,30 @@ def test_scope_tasks_ends_a_task_past_its_requests(gateway):
             model="mocked", messages=[{"role": "user", "content": "x"}])  # another task starts afresh
     finally:
         remove_override(gateway, scoped)
+
+
+# ---- replicas share what must be exact -------------------------------------------------------
+
+
+def test_replicas_share_target_health_and_budgets_through_redis(gateway, upstream, tmp_path):
+    if gateway["backend"] != "postgresql":
+        pytest.skip("replicas share a PostgreSQL database and Redis (the PostgreSQL run of this module)")
+    signing_key = (gateway["data_dir"] / "signing.key").read_text().strip()
+    process, url, _ = start_server(tmp_path / "replica", gateway["database_url"],
+                                   {**gateway["env"], "CORRAL_SIGNING_KEY": signing_key})
+    try:
+        replica = {**gateway, "url": url}
+        upstream.then("shared", Behaviour(kind="status", status=500), Behaviour(kind="status", status=500))
+        for _ in range(2):  # the first replica sees the target fail twice: it rests
+            oai(gateway).chat.completions.create(model="replicas", messages=[{"role": "user", "content": "x"}])
+        asked = len(upstream.received["shared"])
+        raw = oai(replica).chat.completions.with_raw_response.create(model="replicas",
+                                                                     messages=[{"role": "user", "content": "x"}])
+        assert raw.headers["x-corral-target"] == "backup/gpt-y" and len(upstream.received["shared"]) == asked
+
+        _, key = user_key(gateway)
+        oai(gateway, key).chat.completions.create(model="pricey", messages=[{"role": "user", "content": "x"}])
+        with pytest.raises(openai.RateLimitError, match="budget exhausted: profile:pricey"):  # spent on the other one
+            oai(replica, key).chat.completions.create(model="pricey", messages=[{"role": "user", "content": "x"}])
+    finally:
+        stop_server(process)

@@ -116,6 +116,16 @@ class RedisCounters:
             raise CountersUnavailable(f"the shared counters (Redis) did not answer: {type(error).__name__}; "
                                       "budgets and rate limits cannot be checked, so the request is refused") from None
 
+    def key(self, name: str) -> str:
+        return self._prefix + name
+
+    def script(self, source: str):  # noqa: ANN201 - a registered Lua script
+        return self._redis.register_script(source)
+
+    async def run(self, script, keys: list[str], args: list[object]) -> object:  # noqa: ANN001
+        """Run a registered script, bounded, failing closed like every other call."""
+        return await self._call(lambda: script(keys=keys, args=args))
+
     async def get(self, keys: list[str]) -> list[float | None]:
         if not keys:
             return []

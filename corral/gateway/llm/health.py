@@ -1,16 +1,21 @@
 """Which targets are fit to serve: per `provider/model`, a sliding window of outcomes. A target
 whose recent error rate passes its provider's threshold (with enough requests to judge) is
-cooled down, then half-open: one probe request decides whether it is back. In-process: each
-replica judges from what it sees itself.
+cooled down, then half-open: one probe request decides whether it is back.
+
+`TargetHealth` judges in this process; `SharedTargetHealth` keeps the same state in Redis, so
+every replica sees one window per target, one cool-down and one probe (each check or outcome
+is one atomic script).
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 from corral.policy.schema import Health
+from corral.store.counters import RedisCounters
 
 
 @dataclass
@@ -26,7 +31,7 @@ class TargetHealth:
         self._targets: dict[str, _Target] = {}
         self._clock = clock
 
-    def available(self, target: str, rules: Health) -> bool:
+    async def available(self, target: str, rules: Health) -> bool:
         """May a request go to `target` now? Claims the probe when the target is half-open."""
         state = self._targets.get(target)
         if state is None or not state.open_until:
@@ -36,7 +41,7 @@ class TargetHealth:
         state.probing = True  # the cool-down is over: this request is the probe
         return True
 
-    def record(self, target: str, rules: Health, failed: bool) -> None:
+    async def record(self, target: str, rules: Health, failed: bool) -> None:
         state = self._targets.setdefault(target, _Target())
         now = self._clock()
         if state.probing or state.open_until:
@@ -54,8 +59,60 @@ class TargetHealth:
         if len(state.outcomes) >= rules.min_requests and state.failures / len(state.outcomes) >= rules.error_rate:
             state.open_until = now + rules.cooldown_s
 
-    def status(self, target: str) -> str:
-        state = self._targets.get(target)
-        if state is None or not state.open_until:
-            return "healthy"
-        return "probing" if state.probing or self._clock() >= state.open_until else "cooling down"
+
+
+# KEYS: the target's outcomes, its failures, its cool-down, "tripped" (cooled down and not yet
+# back), its probe. Scores are milliseconds.
+_AVAILABLE = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[4]) == 0 then return 1 end
+if redis.call('SET', KEYS[5], '1', 'NX', 'PX', ARGV[1]) then return 1 end
+return 0
+"""
+_RECORD = """
+local now, failed, window = tonumber(ARGV[1]), ARGV[2] == '1', tonumber(ARGV[3])
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('DEL', KEYS[5])
+  if failed then redis.call('SET', KEYS[3], '1', 'PX', ARGV[6]) return 1 end
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
+end
+redis.call('ZADD', KEYS[1], now, ARGV[7])
+if failed then redis.call('ZADD', KEYS[2], now, ARGV[7]) end
+for i = 1, 2 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
+  redis.call('PEXPIRE', KEYS[i], window)
+end
+local total, failures = redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])
+if total >= tonumber(ARGV[4]) and failures / total >= tonumber(ARGV[5]) then
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[6])
+  redis.call('SET', KEYS[4], '1', 'PX', ARGV[8])
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 1
+end
+return 0
+"""
+PROBE_TIMEOUT_MS = 120_000  # a probe that never reports back frees the next one after this
+
+
+class SharedTargetHealth:
+    def __init__(self, counters: RedisCounters) -> None:
+        self._counters = counters
+        self._available = counters.script(_AVAILABLE)
+        self._record = counters.script(_RECORD)
+
+    def _keys(self, target: str) -> list[str]:
+        return [self._counters.key(f"health:{target}:{part}") for part in ("all", "failed", "cool", "tripped", "probe")]
+
+    async def available(self, target: str, rules: Health) -> bool:
+        return bool(await self._counters.run(self._available, self._keys(target), [PROBE_TIMEOUT_MS]))
+
+    async def record(self, target: str, rules: Health, failed: bool) -> None:
+        window = int(rules.window_s * 1000)
+        cooldown = int(rules.cooldown_s * 1000)
+        await self._counters.run(self._record, self._keys(target), [
+            int(time.time() * 1000), int(failed), window, rules.min_requests, rules.error_rate, cooldown,
+            f"{time.time_ns()}:{secrets.token_hex(4)}", cooldown + PROBE_TIMEOUT_MS + window])
+
+
+def health_for(counters: object) -> TargetHealth | SharedTargetHealth:
+    return SharedTargetHealth(counters) if isinstance(counters, RedisCounters) else TargetHealth()

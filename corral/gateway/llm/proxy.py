@@ -26,7 +26,7 @@ from corral.errors import CorralError, Forbidden, InvalidRequest, NotFound
 from corral.events.model import Event, utcnow
 from corral.events.recorder import EventRecorder
 from corral.gateway.llm.dialects import SPOKEN, Dialect, Observed, StreamReader, error_body, reader_for
-from corral.gateway.llm.health import TargetHealth
+from corral.gateway.llm.health import health_for
 from corral.gateway.llm.pricing import cost_usd
 from corral.gateway.llm.spending import Admission, Spending
 from corral.gateway.llm.tasks import Happening, TaskTracker, conversation_of, mode_of, task_of
@@ -102,7 +102,7 @@ class LlmGateway:
         self._recorder = recorder
         self.spending = spending
         self.upstreams = Upstreams()
-        self.health = TargetHealth()
+        self.health = health_for(spending.counters)
         self.tasks = TaskTracker(task_idle_s)
 
     async def close(self) -> None:
@@ -236,7 +236,7 @@ class LlmGateway:
             if missing:
                 failures.append(f"{target} was skipped: its credential {missing} is not set on this server")
                 continue
-            if not self.health.available(target, provider.health):
+            if not await self.health.available(target, provider.health):
                 failures.append(f"{target} is cooling down after errors")
                 continue
             if result.tried:
@@ -251,11 +251,11 @@ class LlmGateway:
                 if opened.status == 200 and not call.body.get("stream"):
                     opened = await _checked_json(opened)
             except UpstreamFailed as error:
-                self.health.record(target, provider.health, failed=True)
+                await self.health.record(target, provider.health, failed=True)
                 failures.append(f"{target} {error.message}")
                 last = error
                 continue
-            self.health.record(target, provider.health, failed=False)
+            await self.health.record(target, provider.health, failed=False)
             result.target = target
             return opened, provider
         status = 504 if last is not None and last.timeout and all("within" in f for f in failures if f) else 502
