@@ -343,6 +343,10 @@ def test_an_anthropic_stream_with_tools(gateway, upstream):
     assert message.content[0].input == {"command": "ls -la"} and message.usage.output_tokens == 10
 
 
+def test_the_base_url_answers_a_head_request_as_claude_code_sends_first(gateway):
+    assert httpx.head(gateway["url"] + "/", timeout=10).status_code == 200
+
+
 def test_the_mock_answers_both_dialects_streamed_or_not(gateway):
     text = "".join(c.choices[0].delta.content or "" for c in oai(gateway).chat.completions.create(
         model="mocked", stream=True, messages=[{"role": "user", "content": "hello mock"}]) if c.choices)
@@ -726,3 +730,25 @@ def test_replicas_share_target_health_and_budgets_through_redis(gateway, upstrea
             oai(replica, key).chat.completions.create(model="pricey", messages=[{"role": "user", "content": "x"}])
     finally:
         stop_server(process)
+
+
+def test_a_recorded_cline_cli_task_becomes_task_events(gateway, upstream):
+    recorded = [json.loads(line) for line in (FIXTURES / "cline-cli" / "requests.jsonl").read_text().splitlines()]
+    email, key = user_key(gateway)
+    for request in recorded:  # run_commands ["ls"], editor hello.txt, then a final answer without a tool
+        message = request["answer"]["message"]
+        if message.get("tool_calls"):
+            function = message["tool_calls"][0]["function"]
+            upstream.then("primary", Behaviour(tool=(function["name"], json.loads(function["arguments"]))))
+        else:
+            upstream.then("primary", Behaviour(text=message["content"]))
+        headers = {"User-Agent": request["headers"]["User-Agent"], "Authorization": f"Bearer {key}"}
+        with httpx.stream("POST", gateway["url"] + "/v1/chat/completions", json={**request["body"], "model": "main"},
+                          headers=headers, timeout=20) as response:
+            assert response.status_code == 200, response.read()
+            response.read()
+    happened = [e for e in user_events(gateway, email, 9) if e["kind"] != "llm.request"]
+    assert [e["kind"] for e in happened] == ["task.started", "tool.call", "command.exec", "tool.call", "tool.result",
+                                             "task.completed"]
+    assert happened[1]["resource"] == "ls" and happened[2]["outcome"] == "ok"
+    assert happened[3]["resource"].startswith("editor /home/dev/") and happened[3]["resource"].endswith("hello.txt")

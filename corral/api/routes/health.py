@@ -5,6 +5,12 @@ from fastapi import APIRouter, Request
 router = APIRouter(tags=["health"])
 
 
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+async def root() -> dict[str, str]:
+    """What answers here (Claude Code checks its base URL with a HEAD / before its first call)."""
+    return {"name": "Corral", "docs": "/docs", "openai": "/v1", "anthropic": "/v1/messages"}
+
+
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     """The process is up."""

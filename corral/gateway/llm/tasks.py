@@ -23,7 +23,8 @@ from typing import Any
 
 from corral.gateway.llm.dialects import Dialect, Observed
 
-COMMAND_TOOLS = {"execute_command": "command", "Bash": "command", "bash": "command", "run_terminal_cmd": "command"}
+COMMAND_TOOLS = {"execute_command": "command", "Bash": "command", "bash": "command", "run_terminal_cmd": "command",
+                 "run_commands": "command"}  # the last: Cline CLI's, a list of commands
 COMPLETION_TOOLS = {"attempt_completion"}
 _MODE = re.compile(r"# Current Mode\s*<slug>([^<\s]{1,64})</slug>")
 _EXIT = re.compile(r"Exit code:? (-?\d+)")
@@ -200,7 +201,7 @@ class TaskTracker:
                 continue
             task.seen_results.add(tool_id)
             name, arguments = conversation.tool_uses.get(tool_id, ("unknown", {}))
-            happened.append(_result(name, arguments, text, marked))
+            happened += _results(name, arguments, text, marked)
         task.chain = chain
         task.requests += 1
         task.last_seen = time.monotonic()
@@ -253,11 +254,32 @@ def _common_prefix(old: list[bytes], new: list[bytes]) -> int:
     return low
 
 
+def commands_in(arguments: dict[str, Any]) -> list[str]:
+    """The command lines a command tool's call runs (`command`, or Cline CLI's `commands`)."""
+    if isinstance(arguments.get("commands"), list):
+        return [str(command) for command in arguments["commands"]]
+    return [str(arguments.get("command", ""))]
+
+
 def _resource(name: str, arguments: dict[str, Any]) -> str:
     if COMMAND_TOOLS.get(name) == "command":
-        return str(arguments.get("command", ""))[:MAX_TEXT]
+        return "; ".join(commands_in(arguments))[:MAX_TEXT]
     path = arguments.get("path") or arguments.get("file_path")
     return f"{name} {path}"[:MAX_TEXT] if path else name
+
+
+def _results(name: str, arguments: dict[str, Any], text: str, marked: bool) -> list[Happening]:
+    """What a tool result says happened. Cline CLI's `run_commands` answers a JSON list with one
+    `{query, result, success}` per command."""
+    if name == "run_commands":
+        try:
+            items = json.loads(text)
+        except ValueError:
+            items = None
+        if isinstance(items, list) and all(isinstance(item, dict) for item in items):
+            return [Happening("command.exec", str(item.get("query", ""))[:MAX_TEXT],
+                              "ok" if item.get("success") is True else "error", {"tool": name}) for item in items]
+    return [_result(name, arguments, text, marked)]
 
 
 def _result(name: str, arguments: dict[str, Any], text: str, marked: bool) -> Happening:

@@ -34,6 +34,12 @@ GROUPS: dict[str, str] = {
     "browser_action": "browser",
     **dict.fromkeys(["ask_followup_question", "attempt_completion", "switch_mode", "new_task", "update_todo_list",
                      "run_slash_command", "skill", "plan_mode_respond"], ALWAYS),
+    # Cline CLI
+    **dict.fromkeys(["read_files", "search_codebase"], "read"),
+    "editor": "edit",
+    "run_commands": "command",
+    "fetch_web_content": "browser",
+    "ask_question": ALWAYS,
     # Claude Code
     **dict.fromkeys(["Read", "Glob", "Grep", "LS"], "read"),
     **dict.fromkeys(["Edit", "Write", "MultiEdit", "NotebookEdit"], "edit"),
@@ -42,11 +48,12 @@ GROUPS: dict[str, str] = {
 }
 # What each call stands for: the policy action, and where in its arguments the resource is.
 ACTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    **dict.fromkeys(["execute_command", "Bash"], ("command.exec", ("command",))),
+    **dict.fromkeys(["execute_command", "Bash", "run_commands"], ("command.exec", ("command", "commands"))),
     **dict.fromkeys(["write_to_file", "apply_diff", "edit", "search_replace", "edit_file", "insert_content",
-                     "replace_in_file", "Edit", "Write", "MultiEdit", "NotebookEdit"],
+                     "replace_in_file", "Edit", "Write", "MultiEdit", "NotebookEdit", "editor"],
                     ("file.write", ("path", "file_path", "notebook_path"))),
     **dict.fromkeys(["read_file", "Read"], ("file.read", ("path", "file_path"))),
+    "read_files": ("file.read", ("paths",)),
 }
 
 
@@ -128,11 +135,12 @@ class ToolGate:
         if action is None:
             return None
         parsed = _parse(arguments)
-        resource = next((str(parsed[key]) for key in action[1] if parsed.get(key)), None)
-        if resource is None:
-            return None
-        effect, reason, rules = self.decide(action[0], resource)
-        return Blocked(name, resource, reason, rules) if effect == "deny" else None
+        given = next((parsed[key] for key in action[1] if parsed.get(key)), None)
+        for resource in given if isinstance(given, list) else [given] if given is not None else []:
+            effect, reason, rules = self.decide(action[0], str(resource))
+            if effect == "deny":  # any part denied blocks the whole call
+                return Blocked(name, str(resource), reason, rules)
+        return None
 
     # ---- whole answers -------------------------------------------------------------------------
 
