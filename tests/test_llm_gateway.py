@@ -420,7 +420,7 @@ def test_the_provider_secret_is_never_in_the_log_or_the_database(gateway):
 
 # ---- agent awareness: a real Roo Code task, replayed -----------------------------------------
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "agents"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "agents"  # copies of ../shared/fixtures/agents
 ROO_HEADERS = ("HTTP-Referer", "X-Title", "User-Agent")
 
 
