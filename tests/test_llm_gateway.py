@@ -752,3 +752,92 @@ def test_a_recorded_cline_cli_task_becomes_task_events(gateway, upstream):
                                              "task.completed"]
     assert happened[1]["resource"] == "ls" and happened[2]["outcome"] == "ok"
     assert happened[3]["resource"].startswith("editor /home/dev/") and happened[3]["resource"].endswith("hello.txt")
+
+
+# ---- streams shaped to slip a call past the gate ---------------------------------------------
+
+
+def sse(*chunks, done=True, last_blank=True):
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-x"}
+    events = [b"data: " + json.dumps({**base, "choices": choices}).encode() for choices in chunks]
+    raw = b"\n\n".join(events) + (b"\n\ndata: [DONE]" if done else b"")
+    return raw + (b"\n\n" if last_blank else b"")
+
+
+def call(index, name, arguments, call_id=None):
+    return {"index": index, "id": call_id or f"call_{index}", "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments)}}
+
+
+def stream_through(gateway, tools=ROO_CODE_TOOLS):
+    chunks = list(oai(gateway, **{"x-corral-mode": "code"}).chat.completions.create(
+        model="main", stream=True, tools=tools, messages=[{"role": "user", "content": "x"}]))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    calls = [t for c in chunks if c.choices for t in c.choices[0].delta.tool_calls or []]
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    return text, calls, finishes
+
+
+def test_a_denied_call_sharing_a_chunk_with_text_is_still_caught(gateway, upstream):
+    upstream.then("primary", Behaviour(kind="raw", body=sse(
+        [{"index": 0, "delta": {"content": "ok, cleaning", "tool_calls": [call(0, "execute_command", {"command": "rm -rf /"})]},
+          "finish_reason": None}],
+        [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])))
+    text, calls, finishes = stream_through(gateway)
+    assert calls == [] and "ok, cleaning" in text and "Corral blocked this call to execute_command" in text
+    assert finishes == ["stop"]
+
+
+def test_two_calls_in_one_chunk_are_judged_each(gateway, upstream):
+    upstream.then("primary", Behaviour(kind="raw", body=sse(
+        [{"index": 0, "delta": {"tool_calls": [call(0, "execute_command", {"command": "ls"}),
+                                               call(1, "execute_command", {"command": "rm -rf /"})]},
+          "finish_reason": None}],
+        [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])))
+    text, calls, finishes = stream_through(gateway)
+    assert [json.loads(c.function.arguments) for c in calls] == [{"command": "ls"}]
+    assert "(rm -rf /)" in text and finishes == ["tool_calls"]
+
+
+def test_a_call_in_a_stream_that_ends_without_its_finish_is_still_judged(gateway, upstream):
+    upstream.then("primary", Behaviour(kind="raw", body=sse(
+        [{"index": 0, "delta": {"tool_calls": [call(0, "execute_command", {"command": "rm -rf /"})]},
+          "finish_reason": None}], done=False, last_blank=False)))
+    text, calls, _ = stream_through(gateway)
+    assert calls == [] and "Corral blocked this call to execute_command" in text
+
+
+def test_malformed_chunks_do_not_break_the_stream_or_pass_calls_unjudged(gateway, upstream):
+    upstream.then("primary", Behaviour(kind="raw", body=sse(
+        [{"index": 0, "delta": {"content": "a"}, "finish_reason": None}],
+        [{"index": 0, "delta": {"tool_calls": [{"index": None, "function": {"name": "execute_command",
+                                                                             "arguments": [1, 2]}}]},
+          "finish_reason": None}],
+        [{"index": 0, "delta": "not a dict", "finish_reason": "tool_calls"}])))
+    raw = httpx.post(gateway["url"] + "/v1/chat/completions", timeout=20,
+                     headers={"Authorization": f"Bearer {gateway['admin']}", "x-corral-mode": "code"},
+                     json={"model": "main", "stream": True, "tools": ROO_CODE_TOOLS,
+                           "messages": [{"role": "user", "content": "x"}]})
+    assert raw.status_code == 200 and '"tool_calls"' not in raw.text  # passed on as it came, less the call
+    assert "could not read what this call would act on" in raw.text and raw.text.rstrip().endswith("[DONE]")
+
+
+def test_usage_is_asked_for_and_kept_from_a_client_that_did_not_ask(gateway, upstream):
+    raw = httpx.post(gateway["url"] + "/v1/chat/completions", headers={"Authorization": f"Bearer {gateway['admin']}"},
+                     json={"model": "main", "stream": True, "messages": [{"role": "user", "content": "x"}]}, timeout=20)
+    assert upstream.received["primary"][-1].body["stream_options"] == {"include_usage": True}
+    assert '"usage"' not in raw.text and raw.text.rstrip().endswith("data: [DONE]")
+    event = events(gateway, raw.headers["x-corral-request-id"])
+    assert event["tokens_in"] == USAGE_IN and event["cost_usd"] is not None
+
+
+def test_a_provider_refusing_corrals_credential_falls_back_without_showing_its_answer(gateway, upstream):
+    upstream.then("primary", Behaviour(kind="status", status=401, body={"error": {
+        "message": "Incorrect API key provided: sk-upst***xxxx", "type": "invalid_request_error"}}))
+    upstream.then("backup", Behaviour(text="from backup"))
+    raw = oai(gateway).chat.completions.with_raw_response.create(model="main", messages=[{"role": "user", "content": "x"}])
+    assert raw.parse().choices[0].message.content == "from backup"
+    upstream.then("primary", Behaviour(kind="status", status=401, body={"error": {"message": "sk-upst***xxxx"}}))
+    with pytest.raises(openai.APIStatusError) as caught:
+        oai(gateway).chat.completions.create(model="solo", messages=[{"role": "user", "content": "x"}])
+    assert "refused Corral's credential" in caught.value.message and "sk-upst" not in caught.value.response.text

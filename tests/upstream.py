@@ -27,7 +27,7 @@ USAGE_IN, USAGE_OUT, CACHED = 11, 7, 3  # what every OpenAI-format answer report
 
 @dataclass
 class Behaviour:
-    kind: str = "reply"  # reply | tool | status | html | hang | cut | slow_stream
+    kind: str = "reply"  # reply | tool | status | html | hang | cut | slow_stream | raw (body: the bytes to send)
     text: str = "hello from upstream"
     status: int = 200
     body: Any = None
@@ -91,6 +91,8 @@ class Upstream:
                             media_type="text/html")
         if behaviour.kind == "hang":
             await asyncio.sleep(30)
+        if behaviour.kind == "raw":
+            return Response(behaviour.body, media_type="text/event-stream")
         return None
 
     # ---- OpenAI chat completions -------------------------------------------------------------

@@ -167,6 +167,7 @@ class KeyCache:
         self._max = max_entries
         self._entries: dict[str, tuple[float, Principal]] = {}
         self.looking_up: dict[str, asyncio.Future[Principal]] = {}  # one database lookup per key at a time
+        self.generation = 0  # moves on every clear(): a lookup begun before a change does not keep its answer
 
     def get(self, key_hash: str) -> Principal | None:
         found = self._entries.get(key_hash)
@@ -177,8 +178,8 @@ class KeyCache:
             return None
         return found[1]
 
-    def put(self, key_hash: str, principal: Principal, key_expires: datetime | None) -> None:
-        if self._ttl_s <= 0:
+    def put(self, key_hash: str, principal: Principal, key_expires: datetime | None, generation: int) -> None:
+        if self._ttl_s <= 0 or generation != self.generation:
             return
         until = time.monotonic() + self._ttl_s
         if key_expires is not None:
@@ -188,6 +189,7 @@ class KeyCache:
         self._entries[key_hash] = (until, principal)
 
     def clear(self) -> None:
+        self.generation += 1
         self._entries.clear()
 
 
@@ -238,6 +240,7 @@ async def _touch(database: Database, key_id: int, now: datetime) -> None:
 
 
 async def _look_up(database: Database, key_hash: str, cache: KeyCache | None) -> Principal:
+    generation = cache.generation if cache is not None else 0
     async with database.read() as connection:
         row = (await connection.execute(
             select(api_keys, users.c.email, users.c.disabled_at)
@@ -263,5 +266,5 @@ async def _look_up(database: Database, key_hash: str, cache: KeyCache | None) ->
         scopes=frozenset(row.scopes.split()), key_id=row.id, via="key",
     )
     if cache is not None:
-        cache.put(key_hash, principal, row.expires_at)
+        cache.put(key_hash, principal, row.expires_at, generation)
     return principal

@@ -48,28 +48,41 @@ class Observed:
     stop_reason: str | None = None
 
 
+def _count(value: Any) -> int | None:
+    """A token count as an upstream reported it: a non-negative whole number, or unknown."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        return None
+    return number if number >= 0 else None
+
+
 def read_openai(body: dict[str, Any], seen: Observed) -> None:
     """A chat completion (whole) or one chunk of a streamed one."""
     usage = body.get("usage")
     if isinstance(usage, dict):
-        details = usage.get("prompt_tokens_details") or {}
-        seen.usage = Usage(usage.get("prompt_tokens"), usage.get("completion_tokens"),
-                           int(details.get("cached_tokens") or 0))
+        details = usage.get("prompt_tokens_details") if isinstance(usage.get("prompt_tokens_details"), dict) else {}
+        seen.usage = Usage(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")),
+                           _count(details.get("cached_tokens")) or 0)
     for choice in body.get("choices") or ():
         if not isinstance(choice, dict):
             continue
         if choice.get("finish_reason"):
             seen.stop_reason = choice["finish_reason"]
-        message = choice.get("message") or choice.get("delta") or {}
-        for call in message.get("tool_calls") or ():
-            _openai_tool_call(call, seen.tool_calls)
+        message = choice.get("message") or choice.get("delta")
+        calls = message.get("tool_calls") if isinstance(message, dict) else None
+        for call in calls if isinstance(calls, list) else ():
+            if isinstance(call, dict):
+                _openai_tool_call(call, seen.tool_calls)
 
 
 def _openai_tool_call(call: dict[str, Any], calls: list[dict[str, Any]]) -> None:
     """Whole calls arrive at once; streamed ones in pieces keyed by `index`."""
-    function = call.get("function") or {}
+    function = call.get("function") if isinstance(call.get("function"), dict) else {}
     index = call.get("index")
-    if index is not None and index < len(calls) and not call.get("id"):
+    if isinstance(index, int) and 0 <= index < len(calls) and not call.get("id"):
         calls[index]["arguments"] += function.get("arguments") or ""
         return
     calls.append({"id": call.get("id"), "name": function.get("name"), "arguments": function.get("arguments") or ""})
@@ -105,15 +118,15 @@ def _anthropic_usage(usage: Any, seen: Observed) -> None:
     if not isinstance(usage, dict):
         return
     current = seen.usage
-    read = usage.get("cache_read_input_tokens")
-    written = usage.get("cache_creation_input_tokens")
-    fresh = usage.get("input_tokens")
-    current.cache_read_tokens = int(read) if read is not None else current.cache_read_tokens
-    current.cache_write_tokens = int(written) if written is not None else current.cache_write_tokens
+    read = _count(usage.get("cache_read_input_tokens"))
+    written = _count(usage.get("cache_creation_input_tokens"))
+    fresh = _count(usage.get("input_tokens"))
+    current.cache_read_tokens = read if read is not None else current.cache_read_tokens
+    current.cache_write_tokens = written if written is not None else current.cache_write_tokens
     if fresh is not None:  # Anthropic counts cached input apart; Corral counts all input
-        current.input_tokens = int(fresh) + current.cache_read_tokens + current.cache_write_tokens
-    if usage.get("output_tokens") is not None:
-        current.output_tokens = int(usage["output_tokens"])
+        current.input_tokens = fresh + current.cache_read_tokens + current.cache_write_tokens
+    if _count(usage.get("output_tokens")) is not None:
+        current.output_tokens = _count(usage["output_tokens"])
 
 
 def read_responses(body: dict[str, Any], seen: Observed) -> None:
@@ -125,8 +138,9 @@ def read_responses(body: dict[str, Any], seen: Observed) -> None:
         return
     usage = body.get("usage")
     if isinstance(usage, dict):
-        details = usage.get("input_tokens_details") or {}
-        seen.usage = Usage(usage.get("input_tokens"), usage.get("output_tokens"), int(details.get("cached_tokens") or 0))
+        details = usage.get("input_tokens_details") if isinstance(usage.get("input_tokens_details"), dict) else {}
+        seen.usage = Usage(_count(usage.get("input_tokens")), _count(usage.get("output_tokens")),
+                           _count(details.get("cached_tokens")) or 0)
     seen.stop_reason = body.get("status") or seen.stop_reason
     for item in body.get("output") or ():
         if isinstance(item, dict) and item.get("type") == "function_call":
@@ -137,8 +151,19 @@ def read_responses(body: dict[str, Any], seen: Observed) -> None:
 READERS = {"openai": read_openai, "anthropic": read_anthropic, "responses": read_responses}
 
 
-def reader_for(dialect: Dialect, operation: str):  # noqa: ANN201 - one of READERS
-    return READERS["responses" if operation == "responses" else dialect]
+def reader_for(dialect: Dialect, operation: str):  # noqa: ANN201 - a reader that never raises
+    read = READERS["responses" if operation == "responses" else dialect]
+
+    def safely(body: Any, seen: Observed) -> None:
+        """Usage and tool calls are read where the answer has the usual shape; an odd one costs
+        only what it would have told (the gate, not this, decides what passes)."""
+        if isinstance(body, dict):
+            try:
+                read(body, seen)
+            except (TypeError, AttributeError, ValueError, KeyError):
+                pass
+
+    return safely
 
 
 class StreamReader:

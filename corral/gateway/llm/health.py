@@ -18,34 +18,41 @@ from corral.policy.schema import Health
 from corral.store.counters import RedisCounters
 
 
+PROBE_TIMEOUT_MS = 120_000  # a probe that never reports back frees the next one after this
+
+
 @dataclass
 class _Target:
     outcomes: deque[tuple[float, bool]] = field(default_factory=deque)  # (when, failed)
     failures: int = 0
     open_until: float = 0.0  # cooling down until then
-    probing: bool = False  # half-open: one probe is out
+    probing: float = 0.0  # half-open: when the one probe went out (0: none out)
 
 
 class TargetHealth:
-    def __init__(self, clock=time.monotonic) -> None:  # noqa: ANN001 - a clock, swapped in tests
+    def __init__(self, clock=time.monotonic, max_targets: int = 10_000) -> None:  # noqa: ANN001 - a clock
         self._targets: dict[str, _Target] = {}
         self._clock = clock
+        self._max = max_targets
 
     async def available(self, target: str, rules: Health) -> bool:
         """May a request go to `target` now? Claims the probe when the target is half-open."""
         state = self._targets.get(target)
         if state is None or not state.open_until:
             return True
-        if self._clock() < state.open_until or state.probing:
+        now = self._clock()
+        if now < state.open_until or (state.probing and now - state.probing < PROBE_TIMEOUT_MS / 1000):
             return False
-        state.probing = True  # the cool-down is over: this request is the probe
+        state.probing = now  # the cool-down is over (or the last probe never reported): this request probes
         return True
 
     async def record(self, target: str, rules: Health, failed: bool) -> None:
+        if target not in self._targets and len(self._targets) >= self._max:
+            self._targets = {name: kept for name, kept in self._targets.items() if kept.open_until}  # healthy ones go
         state = self._targets.setdefault(target, _Target())
         now = self._clock()
         if state.probing or state.open_until:
-            state.probing = False
+            state.probing = 0.0
             if failed:
                 state.open_until = now + rules.cooldown_s
                 return
@@ -91,7 +98,6 @@ if total >= tonumber(ARGV[4]) and failures / total >= tonumber(ARGV[5]) then
 end
 return 0
 """
-PROBE_TIMEOUT_MS = 120_000  # a probe that never reports back frees the next one after this
 
 
 class SharedTargetHealth:

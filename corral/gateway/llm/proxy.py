@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,7 +39,8 @@ from corral.policy.active import PolicyState
 from corral.policy.engine import EffectivePolicy, Request, Subject
 from corral.policy.schema import Policy, Provider
 
-RETRY_PAUSE_S = (0.01, 0.05)  # the jittered pause before trying the next target
+RETRY_PAUSE_S = (0.01, 0.05)
+log = logging.getLogger("corral.gateway")  # the jittered pause before trying the next target
 
 
 class UpstreamsExhausted(CorralError):
@@ -80,6 +83,7 @@ class Outcome:
     error: str | None = None
     gate: ToolGate | None = None
     tools_removed: list[str] = field(default_factory=list)
+    usage_asked_for_us: bool = False  # Corral added include_usage: the client does not expect the usage chunk
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -149,6 +153,8 @@ class LlmGateway:
                 _cap_tokens(call, decision.obligations.get("max_tokens"))
             if call.operation in ("chat", "responses") and call.body.get("tools"):
                 result.gate = self._gate(call, effective, now, result)
+            if call.dialect == "openai" and call.operation == "chat" and call.body.get("stream"):
+                result.usage_asked_for_us = _ask_for_usage(call.body)
             opened, provider = await self._open_first(call, targets, providers, result)
         except BaseException as error:
             if admission is not None:
@@ -158,7 +164,13 @@ class LlmGateway:
                 self._record(call, result)
             raise
         if call.body.get("stream") and opened.status == 200:
-            return EventStream(self._relay(call, opened, provider, result, admission), _served_headers(result))
+            async def abandoned() -> None:  # the client left before the stream began
+                result.outcome = "cancelled"
+                await opened.close()
+                await self._finish(call, result, provider, admission)
+
+            return EventStream(self._relay(call, opened, provider, result, admission), _served_headers(result),
+                               abandoned)
         try:
             body = await opened.read()
         except BaseException as error:  # broke off, or the client left: nothing to pass on
@@ -171,13 +183,20 @@ class LlmGateway:
         result.status = opened.status
         if opened.status == 200:
             if result.gate is not None:
-                body = result.gate.rewrite(body)
+                try:
+                    body = result.gate.rewrite(body)
+                except Exception:  # an answer of a shape nobody expected: refused, never passed on unjudged
+                    log.exception("judging the answer of %s failed (request %s)", result.target, call.request_id)
+                    result.status, result.outcome = 502, "error"
+                    result.error = f"{result.target} answered an unreadable shape"
+                    await self._finish(call, result, provider, admission)
+                    raise UpstreamsExhausted(f"{result.target} answered in a shape Corral cannot read") from None
                 opened.parsed = None
             try:
                 answer = opened.parsed if opened.parsed is not None else json.loads(body)
-                reader_for(call.dialect, call.operation)(answer, result.seen)
-            except (ValueError, AttributeError):
-                pass  # passed on as it came; usage unknown
+            except ValueError:
+                answer = None
+            reader_for(call.dialect, call.operation)(answer, result.seen)
         else:
             result.outcome = "error"
         await self._finish(call, result, provider, admission)
@@ -220,6 +239,20 @@ class LlmGateway:
         return ToolGate("responses" if call.operation == "responses" else call.dialect,
                         set(offered_names(call.dialect, call.body)), decide)
 
+    async def _fit(self, target: str, provider: Provider) -> bool:
+        try:
+            return await self.health.available(target, provider.health)
+        except Exception:  # health unknown (Redis away): try the target rather than refuse everyone
+            log.warning("could not check the health of %s", target, exc_info=True)
+            return True
+
+    async def _note(self, target: str, provider: Provider, failed: bool) -> None:
+        """A target's outcome, for its health. Losing one (Redis away) must not fail a request."""
+        try:
+            await self.health.record(target, provider.health, failed=failed)
+        except Exception:
+            log.warning("could not record the outcome of %s", target, exc_info=True)
+
     async def _open_first(self, call: Call, targets: list[str], providers: dict[str, Provider],
                           result: Outcome) -> tuple[Opened, Provider]:
         failures: list[str] = []
@@ -236,7 +269,7 @@ class LlmGateway:
             if missing:
                 failures.append(f"{target} was skipped: its credential {missing} is not set on this server")
                 continue
-            if not await self.health.available(target, provider.health):
+            if not await self._fit(target, provider):
                 failures.append(f"{target} is cooling down after errors")
                 continue
             if result.tried:
@@ -246,16 +279,23 @@ class LlmGateway:
             try:
                 opened = await self.upstreams.open(name, provider, call.dialect, call.operation, body, call.headers)
                 if retryable_status(opened.status):
-                    error_text = await opened.read()
-                    raise UpstreamFailed(f"answered {opened.status}", True, opened.status, error_text)
+                    await opened.read()
+                    raise UpstreamFailed(f"answered {opened.status}", True, opened.status)
+                if opened.status in (401, 403):  # the provider refused Corral's own credential: never shown
+                    await opened.close()
+                    raise UpstreamFailed(f"refused Corral's credential ({opened.status}); an administrator must "
+                                         "check the provider's key", True, opened.status)
                 if opened.status == 200 and not call.body.get("stream"):
                     opened = await _checked_json(opened)
             except UpstreamFailed as error:
-                await self.health.record(target, provider.health, failed=True)
+                await self._note(target, provider, failed=True)
                 failures.append(f"{target} {error.message}")
                 last = error
                 continue
-            await self.health.record(target, provider.health, failed=False)
+            except BaseException:
+                await self._note(target, provider, failed=True)
+                raise
+            await self._note(target, provider, failed=False)
             result.target = target
             return opened, provider
         status = 504 if last is not None and last.timeout and all("within" in f for f in failures if f) else 502
@@ -269,29 +309,39 @@ class LlmGateway:
                      admission: Admission) -> AsyncIterator[bytes]:
         reader = StreamReader(call.dialect, result.seen, call.operation)
         gate = result.gate.stream() if result.gate is not None else None
+
+        def passing(events: list[bytes]) -> bytes:
+            out = []
+            for event in events:
+                for passed in gate.feed(event) if gate is not None else (event,):
+                    reader.observe(passed)
+                    if not (result.usage_asked_for_us and _USAGE_ONLY.search(passed)):
+                        out.append(passed)
+            return b"".join(out)
+
         try:
             async for chunk in opened.chunks:
-                out = []
-                for event in reader.split(chunk):
-                    for passed in gate.feed(event) if gate is not None else (event,):
-                        reader.observe(passed)
-                        out.append(passed)
+                out = passing(reader.split(chunk))
                 if out:
                     if result.first_byte_ms is None:
                         result.first_byte_ms = (time.perf_counter() - call.started) * 1000
-                    yield b"".join(out)
-            rest = reader.rest()
-            if rest:
-                yield rest
-        except UpstreamFailed as error:  # too late for another target: the client is told in-stream
-            result.outcome, result.error = "error", f"{result.target} {error.message}"
-            yield _stream_error(call.dialect, f"the model's answer broke off: {error.message}")
+                    yield out
+            rest = reader.rest()  # a last event without its blank line is an event all the same
+            out = passing([rest + b"\n\n"] if rest.strip() else []) + b"".join(gate.flush() if gate else [])
+            if out:
+                yield out
         except asyncio.CancelledError:  # the client went away: the upstream request is closed below
             result.outcome = "cancelled"
             raise
+        except Exception as error:  # too late for another target: the client is told in-stream
+            if not isinstance(error, UpstreamFailed):
+                log.exception("relaying the answer of %s failed (request %s)", result.target, call.request_id)
+            message = error.message if isinstance(error, UpstreamFailed) else "Corral could not pass on the rest"
+            result.outcome, result.error = "error", f"{result.target} {message}"
+            yield _stream_error(call.dialect, f"the model's answer broke off: {message}")
         finally:
             await opened.close()
-            await self._finish(call, result, provider, admission)
+            await _unstoppable(self._finish(call, result, provider, admission))
 
     def _answered(self, call: Call, result: Outcome) -> None:
         if call.task_id and call.operation in ("chat", "responses") and result.outcome == "ok":
@@ -364,6 +414,19 @@ def _subject(principal: Principal, client: str) -> Subject:
     return Subject(principal.email, principal.teams, principal.roles, client)
 
 
+_USAGE_ONLY = re.compile(rb'"choices": ?\[\]')  # the closing chunk include_usage adds
+
+
+def _ask_for_usage(body: dict[str, Any]) -> bool:
+    """Make a streamed chat completion report its usage (else it cannot be priced or counted);
+    True when the client had not asked, so the extra chunk is kept from it."""
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        return False
+    body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return True
+
+
 def _cap_tokens(call: Call, cap: int | None) -> None:
     """The policy's token cap (a profile's `max_tokens`, an obligation, an override) wins over a
     larger request; a request without one gets the cap."""
@@ -392,13 +455,25 @@ async def _checked_json(opened: Opened) -> Opened:
     return Opened(opened.status, opened.content_type, again(), opened.close, parsed)
 
 
+async def _unstoppable(work: Awaitable[None]) -> None:
+    """Accounting that must happen even when the client leaves: run apart, and waited for."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task], timeout=10)
+        raise
+
+
 class EventStream:
     """A server-sent event stream passed on chunk by chunk. When the client goes away, the relay
     is cancelled, which closes the upstream request. (Starlette's StreamingResponse does the same
     with a task group per stream; this costs one task.)"""
 
-    def __init__(self, chunks: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+    def __init__(self, chunks: AsyncGenerator[bytes, None], headers: dict[str, str],
+                 abandoned: Callable[[], Awaitable[None]]) -> None:
         self._chunks = chunks
+        self._abandoned = abandoned
         self._headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                          *((name.encode(), value.encode()) for name, value in headers.items())]
 
@@ -415,8 +490,10 @@ class EventStream:
             streaming.cancel()
 
         watcher = asyncio.create_task(watch())
+        began = False
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self._headers})
+            began = True
             async for chunk in self._chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -426,6 +503,10 @@ class EventStream:
             streaming.uncancel()  # the client left: nothing more to say, nobody to say it to
         finally:
             watcher.cancel()
+            if began:
+                await self._chunks.aclose()
+            else:  # the relay never ran, so its own accounting will not: do it here
+                await _unstoppable(self._abandoned())
 
 
 def _stream_error(dialect: Dialect, message: str) -> bytes:

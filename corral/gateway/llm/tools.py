@@ -16,6 +16,7 @@ then passed on as they came or replaced by the explanation.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -53,7 +54,7 @@ ACTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
                      "replace_in_file", "Edit", "Write", "MultiEdit", "NotebookEdit", "editor"],
                     ("file.write", ("path", "file_path", "notebook_path"))),
     **dict.fromkeys(["read_file", "Read"], ("file.read", ("path", "file_path"))),
-    "read_files": ("file.read", ("paths",)),
+    "read_files": ("file.read", ("files", "paths")),
 }
 
 
@@ -119,12 +120,12 @@ class ToolGate:
 
     def judge(self, name: str, arguments: str | dict[str, Any], call_id: str | None = None) -> Blocked | None:
         """None when the call may go through; else why not (recorded once per call)."""
-        if call_id is not None and call_id in self._judged:
+        if call_id and call_id in self._judged:
             return self._judged[call_id]
         found = self._judge(name, arguments)
         if found is not None:
             self.blocked.append(found)
-        if call_id is not None:
+        if call_id:
             self._judged[call_id] = found
         return found
 
@@ -136,10 +137,14 @@ class ToolGate:
             return None
         parsed = _parse(arguments)
         given = next((parsed[key] for key in action[1] if parsed.get(key)), None)
-        for resource in given if isinstance(given, list) else [given] if given is not None else []:
-            effect, reason, rules = self.decide(action[0], str(resource))
+        resources = [_path_of(item) for item in given] if isinstance(given, list) else [given]
+        if not resources or any(not isinstance(item, str) or not item for item in resources):
+            return Blocked(name, name, "Corral could not read what this call would act on, so it cannot allow it",
+                           ("unreadable",))
+        for resource in resources:
+            effect, reason, rules = self.decide(action[0], resource)
             if effect == "deny":  # any part denied blocks the whole call
-                return Blocked(name, str(resource), reason, rules)
+                return Blocked(name, resource, reason, rules)
         return None
 
     # ---- whole answers -------------------------------------------------------------------------
@@ -171,7 +176,8 @@ class ToolGate:
                     kept.append(call)
             if notes:
                 changed = True
-                message["content"] = "\n".join(filter(None, [message.get("content"), *notes]))
+                said = message.get("content")
+                message["content"] = "\n".join([said, *notes] if isinstance(said, str) and said else notes)
                 if kept:
                     message["tool_calls"] = kept
                 else:
@@ -220,9 +226,11 @@ def explain(blocked: Blocked) -> str:
             "Do not retry it; choose another way or ask the user.]")
 
 
-def _parse(arguments: str | dict[str, Any]) -> dict[str, Any]:
+def _parse(arguments: Any) -> dict[str, Any]:
     if isinstance(arguments, dict):
         return arguments
+    if not isinstance(arguments, str):
+        return {}
     try:
         parsed = json.loads(arguments or "{}")
     except ValueError:
@@ -230,62 +238,106 @@ def _parse(arguments: str | dict[str, Any]) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
+def _path_of(item: Any) -> Any:
+    """An element of a list of resources: a command or path, or `{path: ...}` (Cline's files)."""
+    return item.get("path") if isinstance(item, dict) else item
+
+
 class StreamGate(Protocol):
     def feed(self, event: bytes) -> list[bytes]:
         """One complete server-sent event in; the events to pass on now out."""
 
+    def flush(self) -> list[bytes]:
+        """The stream ended: what is still held, judged."""
+
+
+def _openai_chunk(base: dict[str, Any], choice: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    data = {**base, "choices": [{"index": choice, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
+_OPENAI_MATTERS = re.compile(rb'"tool_calls"|"finish_reason": ?"|\[DONE\]')
+_RESPONSES_MATTERS = re.compile(rb'function_call|response\.(?:completed|incomplete|failed)')
+
 
 class OpenAIStreamGate:
-    """Holds the chunks of each tool call (by index) until the choice finishes."""
+    """Takes every tool-call fragment out of the chunks as they pass (whatever else a chunk
+    carries goes on), assembles each call by (choice, index), and when its choice finishes (or
+    the stream ends) sends each call whole, or the text that replaces it."""
 
     def __init__(self, gate: ToolGate) -> None:
         self._gate = gate
-        self._held: dict[int, list[bytes]] = {}
-        self._calls: dict[int, list[str]] = {}  # index -> [name, arguments]
+        self._calls: dict[tuple[int, int], dict[str, str]] = {}  # (choice, index) -> id, name, arguments
         self._base: dict[str, Any] = {}
-        self._kept = 0
 
     def feed(self, event: bytes) -> list[bytes]:
-        if b'"tool_calls"' not in event and b'"finish_reason"' not in event:
+        if not _OPENAI_MATTERS.search(event):  # text deltas pass unparsed
             return [event]
         data = event_data(event)
-        choices = data.get("choices") if data else None
-        if not choices or not isinstance(choices[0], dict):
+        if data is None:  # [DONE], or something that is not ours to read: anything held goes first
+            return [*self.flush(), event]
+        choices = data.get("choices")
+        if not isinstance(choices, list):
             return [event]
-        choice = choices[0]
-        delta = choice.get("delta") or {}
+        self._base = {key: data[key] for key in ("id", "object", "created", "model") if key in data}
         out: list[bytes] = []
-        if delta.get("tool_calls") and not delta.get("content"):
-            for call in delta["tool_calls"]:
-                index = int(call.get("index", 0))
-                function = call.get("function") or {}
-                name_args = self._calls.setdefault(index, ["", ""])
-                name_args[0] = function.get("name") or name_args[0]
-                name_args[1] += function.get("arguments") or ""
-            self._held.setdefault(int(delta["tool_calls"][0].get("index", 0)), []).append(event)
-            self._base = {key: data[key] for key in ("id", "object", "created", "model") if key in data}
-            return out
-        if choice.get("finish_reason") and self._held:
-            out += self._release()
-            if choice["finish_reason"] == "tool_calls" and self._gate.blocked and not self._kept:
-                choice["finish_reason"] = "stop"
-                return [*out, b"data: " + json.dumps(data).encode() + b"\n\n"]
-        return [*out, event]
+        kept_choices = []
+        changed = False
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            number = choice.get("index") if isinstance(choice.get("index"), int) else 0
+            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            fragments = delta.pop("tool_calls", None)
+            if fragments is not None:
+                changed = True
+                for position, fragment in enumerate(fragments if isinstance(fragments, list) else []):
+                    self._take(number, position, fragment)
+            finish = choice.get("finish_reason")
+            if finish:
+                released, kept = self._release(number)
+                out += released
+                if finish == "tool_calls" and not kept and released:
+                    choice["finish_reason"] = "stop"
+                    changed = True
+            if delta or choice.get("finish_reason") or fragments is None:
+                kept_choices.append(choice)
+        if not changed:
+            return [*out, event]
+        if kept_choices or data.get("usage"):
+            data["choices"] = kept_choices
+            out.append(b"data: " + json.dumps(data).encode() + b"\n\n")
+        return out
 
-    def _release(self) -> list[bytes]:
+    def _take(self, choice: int, position: int, fragment: Any) -> None:
+        if not isinstance(fragment, dict):
+            return
+        index = fragment.get("index") if isinstance(fragment.get("index"), int) else position
+        function = fragment.get("function") if isinstance(fragment.get("function"), dict) else {}
+        call = self._calls.setdefault((choice, index), {"id": "", "name": "", "arguments": ""})
+        call["id"] = fragment.get("id") or call["id"]
+        call["name"] = function.get("name") or call["name"]
+        call["arguments"] += function.get("arguments") if isinstance(function.get("arguments"), str) else ""
+
+    def _release(self, choice: int) -> tuple[list[bytes], int]:
         out: list[bytes] = []
-        self._kept = 0
-        for index in sorted(self._held):
-            name, arguments = self._calls.get(index, ["", ""])
-            found = self._gate.judge(name, arguments)
+        kept = 0
+        for key in sorted(key for key in self._calls if key[0] == choice):
+            call = self._calls.pop(key)
+            found = self._gate.judge(call["name"], call["arguments"])
             if found is None:
-                out += self._held[index]
-                self._kept += 1
+                kept += 1
+                out.append(_openai_chunk(self._base, choice, {"tool_calls": [{
+                    "index": key[1], "id": call["id"], "type": "function",
+                    "function": {"name": call["name"], "arguments": call["arguments"]}}]}))
             else:
-                chunk = {**self._base, "choices": [{"index": 0, "delta": {"content": explain(found)},
-                                                    "finish_reason": None}]}
-                out.append(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-        self._held.clear()
+                out.append(_openai_chunk(self._base, choice, {"content": explain(found)}))
+        return out, kept
+
+    def flush(self) -> list[bytes]:
+        out: list[bytes] = []
+        for choice in sorted({key[0] for key in self._calls}):
+            out += self._release(choice)[0]
         return out
 
 
@@ -306,7 +358,10 @@ class AnthropicStreamGate:
         data = event_data(event)
         kind = data.get("type") if data else None
         if kind == "content_block_start" and (data.get("content_block") or {}).get("type") == "tool_use":
-            self._block, self._arguments, self._held = {**data["content_block"], "index": data.get("index", 0)}, "", [event]
+            block = data["content_block"]
+            given = block.get("input")
+            self._block, self._held = {**block, "index": data.get("index", 0)}, [event]
+            self._arguments = json.dumps(given) if isinstance(given, dict) and given else ""
             return []
         if self._block is not None:
             if kind == "content_block_delta":
@@ -322,6 +377,12 @@ class AnthropicStreamGate:
                 return [_sse("message_delta", data)]
         return [event]
 
+    def flush(self) -> list[bytes]:
+        """A tool_use block the stream never closed is judged on what arrived."""
+        if self._block is None:
+            return []
+        return self._release(b"")
+
     def _release(self, stop: bytes) -> list[bytes]:
         block, held = self._block, self._held
         self._block, self._held = None, []
@@ -329,12 +390,12 @@ class AnthropicStreamGate:
         found = self._gate.judge(str(block.get("name")), self._arguments or "{}")
         if found is None:
             self._kept += 1
-            return [*held, stop]
+            return [*held, stop] if stop else held
         self._blocked += 1
         index = block["index"]
         start = {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
         delta = {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": explain(found)}}
-        return [_sse("content_block_start", start), _sse("content_block_delta", delta), stop]
+        return [_sse("content_block_start", start), _sse("content_block_delta", delta), *([stop] if stop else [])]
 
 
 def _message_item(item_id: Any, text: str) -> dict[str, Any]:
@@ -351,7 +412,7 @@ class ResponsesStreamGate:
         self._held: list[bytes] | None = None
 
     def feed(self, event: bytes) -> list[bytes]:
-        if self._held is None and b"function_call" not in event and b"response.completed" not in event:
+        if self._held is None and not _RESPONSES_MATTERS.search(event):
             return [event]
         data = event_data(event)
         kind = data.get("type") if data else None
@@ -373,10 +434,22 @@ class ResponsesStreamGate:
         if self._held is not None:
             self._held.append(event)
             return []
-        if kind == "response.completed" and isinstance(data.get("response"), dict):
+        if kind in ("response.completed", "response.incomplete", "response.failed") \
+                and isinstance(data.get("response"), dict):
             if self._gate.rewrite_response(data["response"]):
-                return [_sse("response.completed", data)]
+                return [_sse(kind, data)]
         return [event]
+
+    def flush(self) -> list[bytes]:
+        """A function call item the stream never finished: judged on its events so far."""
+        held, self._held = self._held or [], None
+        if not held:
+            return []
+        item = (event_data(held[0]) or {}).get("item") or {}
+        arguments = "".join(str((event_data(e) or {}).get("delta", "")) for e in held[1:])
+        found = self._gate.judge(str(item.get("name")), arguments)
+        return held if found is None else [_sse("response.output_item.done", {
+            "type": "response.output_item.done", "item": _message_item(item.get("id"), explain(found))})]
 
 
 def _sse(name: str, data: dict[str, Any]) -> bytes:

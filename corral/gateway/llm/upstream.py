@@ -100,7 +100,7 @@ class Upstreams:
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamFailed(f"no answer within {provider.timeout_s:g} s", True, timeout=True) from None
         except (aiohttp.ClientError, OSError) as error:
-            raise UpstreamFailed(f"cannot reach {provider.base_url}: {type(error).__name__}", True) from None
+            raise UpstreamFailed(f"could not be reached ({type(error).__name__})", True) from None
         return Opened(response.status, response.headers.get("content-type", ""), _chunks(response, provider),
                       _closer(response))
 
