@@ -397,6 +397,15 @@ def test_unknown_models_and_bad_bodies_get_errors_in_the_dialect(gateway):
         assert response.status_code == 413 and check_413(path, response.json())
 
 
+def test_a_wrong_method_is_refused_in_the_dialect(gateway):
+    response = httpx.get(gateway["url"] + "/v1/chat/completions", headers={"Authorization": f"Bearer {gateway['admin']}"},
+                         timeout=10)
+    assert response.status_code == 405 and response.json()["error"]["type"] == "invalid_request_error"
+    assert "takes POST" in response.json()["error"]["message"]
+    response = httpx.get(gateway["url"] + "/v1/messages", timeout=10)
+    assert response.status_code == 405 and response.json()["type"] == "error"
+
+
 def check_413(path, body):
     return body["error"]["type"] == ("request_too_large" if path == "/v1/messages" else "invalid_request_error")
 

@@ -16,9 +16,10 @@ Dialect = Literal["openai", "anthropic"]
 SPOKEN = {"openai": ("openai",), "anthropic": ("anthropic",), "mock": ("openai", "anthropic")}
 
 _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                 404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+                 404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
+                 429: "rate_limit_error"}
 _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                    404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large", 429: "rate_limit_error",
                     503: "overloaded_error", 529: "overloaded_error"}
 
 
