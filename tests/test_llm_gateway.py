@@ -389,7 +389,8 @@ def test_unknown_models_and_bad_bodies_get_errors_in_the_dialect(gateway):
     headers = {"Authorization": f"Bearer {gateway['admin']}", "content-type": "application/json"}
     for path, check in (("/v1/chat/completions", lambda b: b["error"]["type"] == "invalid_request_error"),
                         ("/v1/messages", lambda b: b["type"] == "error" and b["error"]["type"] == "invalid_request_error")):
-        for body in (b"{not json", b"[]", b'{"messages": []}'):
+        for body in (b"{not json", b"[]", b'{"messages": []}',
+                     b'{"model": "main", "functions": [{"name": "f"}], "messages": []}'):
             response = httpx.post(gateway["url"] + path, content=body, headers=headers, timeout=10)
             assert response.status_code == 400 and check(response.json()), response.text
         response = httpx.post(gateway["url"] + path, content=b'{"model": "main", "x": "' + b"a" * 300_000 + b'"}',

@@ -93,6 +93,9 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"the request body is not valid JSON: {error}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
+    if "functions" in body or "function_call" in body:  # would bypass the judging of tool calls
+        raise InvalidRequest("the deprecated `functions` and `function_call` are not accepted through Corral; "
+                             "send `tools` and `tool_choice` instead")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("`model` is required: a profile name (see GET /v1/models) or provider/model")
