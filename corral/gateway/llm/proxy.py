@@ -33,14 +33,15 @@ from corral.gateway.llm.pricing import cost_usd
 from corral.gateway.llm.spending import Admission, Spending
 from corral.gateway.llm.tasks import Happening, TaskTracker, conversation_of, mode_of, task_of
 from corral.gateway.llm.tools import ToolGate, cut_tools, offered_names
-from corral.gateway.llm.upstream import Opened, UpstreamFailed, Upstreams, missing_credential, retryable_status
+from corral.gateway.llm.upstream import (Opened, UpstreamFailed, Upstreams, missing_credential, once,
+                                          retryable_status)
 from corral.identity.access import Principal
 from corral.policy.active import PolicyState
 from corral.policy.engine import EffectivePolicy, Request, Subject
 from corral.policy.schema import Policy, Provider
 
-RETRY_PAUSE_S = (0.01, 0.05)
-log = logging.getLogger("corral.gateway")  # the jittered pause before trying the next target
+RETRY_PAUSE_S = (0.01, 0.05)  # the jittered pause before trying the next target
+log = logging.getLogger("corral.gateway")
 
 
 class UpstreamsExhausted(CorralError):
@@ -56,7 +57,7 @@ class Call:
     """One request as the gateway sees it."""
 
     dialect: Dialect
-    operation: str  # "chat" (chat completions, messages), "count_tokens"
+    operation: str  # "chat" (chat completions, messages), "responses", "count_tokens"
     principal: Principal
     body: dict[str, Any]
     headers: dict[str, str]
@@ -184,22 +185,18 @@ class LlmGateway:
                 raise UpstreamsExhausted(f"the answer of {result.target} broke off: {error.message}") from None
             raise
         result.status = opened.status
-        if opened.status == 200:
+        if opened.status == 200:  # a whole answer of 200 was read and parsed by _checked_json
             if result.gate is not None:
                 try:
-                    body = result.gate.rewrite(body)
+                    if result.gate.rewrite(opened.parsed):
+                        body = json.dumps(opened.parsed).encode()
                 except Exception:  # an answer of a shape nobody expected: refused, never passed on unjudged
                     log.exception("judging the answer of %s failed (request %s)", result.target, call.request_id)
                     result.status, result.outcome = 502, "error"
                     result.error = f"{result.target} answered an unreadable shape"
                     await self._finish(call, result, provider, admission)
                     raise UpstreamsExhausted(f"{result.target} answered in a shape Corral cannot read") from None
-                opened.parsed = None
-            try:
-                answer = opened.parsed if opened.parsed is not None else json.loads(body)
-            except ValueError:
-                answer = None
-            reader_for(call.dialect, call.operation)(answer, result.seen)
+            reader_for(call.dialect, call.operation)(opened.parsed, result.seen)
         else:
             result.outcome = "error"
         await self._finish(call, result, provider, admission)
@@ -217,18 +214,12 @@ class LlmGateway:
             await self.spending.release(admission)
             self._record(call, result)
             self._answered(call, result)
-        principal = call.principal
         for blocked in result.gate.blocked if result.gate is not None else ():
-            self._recorder.emit(Event(
-                kind="tool.call", action="tool.call", user_email=principal.email, team=principal.team,
-                key_id=principal.key_id, client=call.client, task_id=call.task_id, mode=call.mode,
-                resource=blocked.resource, decision="deny", outcome="blocked",
-                attributes={"tool": blocked.name, "rules": list(blocked.rules), "reason": blocked.reason,
-                            "request_id": call.request_id}))
+            self._emit(call, "tool.call", action="tool.call", resource=blocked.resource, decision="deny",
+                       outcome="blocked", attributes={"tool": blocked.name, "rules": list(blocked.rules),
+                                                      "reason": blocked.reason})
         for kind, attributes in crossed:
-            self._recorder.emit(Event(kind=kind, user_email=principal.email, team=principal.team,
-                                      key_id=principal.key_id, client=call.client, task_id=call.task_id,
-                                      resource=attributes["budget"], attributes=attributes))
+            self._emit(call, kind, resource=attributes["budget"], attributes=attributes)
 
     def _gate(self, call: Call, effective: EffectivePolicy, now: datetime, result: Outcome) -> ToolGate:
         """Cut the offered tools to the mode's groups; judge the model's calls on the way back."""
@@ -259,7 +250,7 @@ class LlmGateway:
     async def _open_first(self, call: Call, targets: list[str], providers: dict[str, Provider],
                           result: Outcome) -> tuple[Opened, Provider]:
         failures: list[str] = []
-        last: UpstreamFailed | None = None
+        errors: list[UpstreamFailed] = []
         candidates = [t for t in targets if t.partition("/")[0] in providers]
         spoken = [t for t in candidates if call.dialect in SPOKEN[providers[t.partition("/")[0]].kind]]
         if not spoken:
@@ -283,17 +274,17 @@ class LlmGateway:
                 opened = await self.upstreams.open(name, provider, call.dialect, call.operation, body, call.headers)
                 if retryable_status(opened.status):
                     await opened.read()
-                    raise UpstreamFailed(f"answered {opened.status}", True, opened.status)
+                    raise UpstreamFailed(f"answered {opened.status}", opened.status, retry_after=opened.retry_after)
                 if opened.status in (401, 403):  # the provider refused Corral's own credential: never shown
                     await opened.close()
                     raise UpstreamFailed(f"refused Corral's credential ({opened.status}); an administrator must "
-                                         "check the provider's key", True, opened.status)
+                                         "check the provider's key", opened.status)
                 if opened.status == 200 and not call.body.get("stream"):
                     opened = await _checked_json(opened)
             except UpstreamFailed as error:
                 await self._note(target, provider, failed=True)
                 failures.append(f"{target} {error.message}")
-                last = error
+                errors.append(error)
                 continue
             except BaseException:
                 await self._note(target, provider, failed=True)
@@ -301,10 +292,13 @@ class LlmGateway:
             await self._note(target, provider, failed=False)
             result.target = target
             return opened, provider
-        status = 504 if last is not None and last.timeout and all("within" in f for f in failures if f) else 502
-        retry_after = None
-        if last is not None and last.status == 429 and all("answered 429" in f for f in failures):
-            status, retry_after = 429, "1"
+        status, retry_after = 502, None
+        if errors and len(errors) == len(failures):  # every target was tried (none skipped or resting)
+            if all(error.timeout for error in errors):
+                status = 504
+            elif all(error.status == 429 for error in errors):
+                waits = [error.retry_after for error in errors if (error.retry_after or "").isdigit()]
+                status, retry_after = 429, min(waits, key=int) if waits else "1"
         raise UpstreamsExhausted(f"no target could answer {call.body['model']!r}: {'; '.join(failures)}",
                                  status, retry_after)
 
@@ -351,13 +345,17 @@ class LlmGateway:
             self._happened(call, self.tasks.after(call.task_id, call.client, result.seen, result.cost))
 
     def _happened(self, call: Call, happenings: list[Happening]) -> None:
-        principal = call.principal
         for happening in happenings:
-            self._recorder.emit(Event(
-                kind=happening.kind, action=happening.kind if happening.kind in ("command.exec", "tool.call") else None,
-                user_email=principal.email, team=principal.team, key_id=principal.key_id, client=call.client,
-                task_id=call.task_id, mode=call.mode, resource=happening.resource, outcome=happening.outcome,
-                attributes={**happening.attributes, "request_id": call.request_id}))
+            self._emit(call, happening.kind, resource=happening.resource, outcome=happening.outcome,
+                       action=happening.kind if happening.kind in ("command.exec", "tool.call") else None,
+                       attributes=happening.attributes)
+
+    def _emit(self, call: Call, kind: str, attributes: dict[str, Any], **fields: Any) -> None:
+        """An event of this call: who, which client, task and mode, and its request id."""
+        principal = call.principal
+        self._recorder.emit(Event(kind=kind, user_email=principal.email, team=principal.team, key_id=principal.key_id,
+                                  client=call.client, task_id=call.task_id, mode=call.mode,
+                                  attributes={**attributes, "request_id": call.request_id}, **fields))
 
     def sweep_tasks(self) -> None:
         """Record the tasks that went idle without completing as abandoned."""
@@ -369,7 +367,7 @@ class LlmGateway:
     def _record(self, call: Call, result: Outcome) -> None:
         usage = result.seen.usage
         attributes: dict[str, Any] = {"profile": result.profile, "target": result.target, "status": result.status,
-                                      "request_id": call.request_id, "stream": bool(call.body.get("stream")),
+                                      "stream": bool(call.body.get("stream")),
                                       "dialect": call.dialect, "cached_tokens": usage.cache_read_tokens}
         if len(result.tried) > 1 or (result.tried and result.target != result.tried[0]):
             attributes["fallbacks"] = result.tried
@@ -383,18 +381,16 @@ class LlmGateway:
             attributes["error"] = result.error
         if result.tools_removed:
             attributes["tools_removed"] = result.tools_removed
-        principal = call.principal
-        self._recorder.emit(Event(
-            kind="llm.request", action="llm.request", user_email=principal.email, team=principal.team,
-            key_id=principal.key_id, client=call.client, task_id=call.task_id, mode=call.mode,
-            resource=call.body.get("model"), decision=result.decision, outcome=result.outcome,
-            duration_ms=round((time.perf_counter() - call.started) * 1000, 2), tokens_in=usage.input_tokens,
-            tokens_out=usage.output_tokens, cost_usd=result.cost, attributes=attributes))
+        self._emit(call, "llm.request", attributes, action="llm.request", resource=call.body.get("model"),
+                   decision=result.decision, outcome=result.outcome,
+                   duration_ms=round((time.perf_counter() - call.started) * 1000, 2), tokens_in=usage.input_tokens,
+                   tokens_out=usage.output_tokens, cost_usd=result.cost)
 
 
-_CLIENTS = (("roocode", "roo-code"), ("roo code", "roo-code"), ("roo-code", "roo-code"), ("roo-cline", "roo-code"), ("cline", "cline"),
-            ("claude-cli", "claude-code"), ("claude-code", "claude-code"), ("openai/python", "openai-sdk"),
-            ("openai/js", "openai-sdk"), ("anthropic/python", "anthropic-sdk"), ("anthropic/js", "anthropic-sdk"))
+_CLIENTS = (("roocode", "roo-code"), ("roo code", "roo-code"), ("roo-code", "roo-code"), ("roo-cline", "roo-code"),
+            ("cline", "cline"), ("claude-cli", "claude-code"), ("claude-code", "claude-code"),
+            ("openai/python", "openai-sdk"), ("openai/js", "openai-sdk"), ("anthropic/python", "anthropic-sdk"),
+            ("anthropic/js", "anthropic-sdk"))  # first match wins: Roo's referer names Roo-Cline
 
 
 def client_of(headers: dict[str, str]) -> str:
@@ -450,12 +446,8 @@ async def _checked_json(opened: Opened) -> Opened:
         parsed = json.loads(body)
     except ValueError:
         kind = "an HTML page" if body.lstrip()[:1] == b"<" else "something that is not JSON"
-        raise UpstreamFailed(f"answered {kind} instead of JSON", True) from None
-
-    async def again() -> AsyncIterator[bytes]:
-        yield body
-
-    return Opened(opened.status, opened.content_type, again(), opened.close, parsed)
+        raise UpstreamFailed(f"answered {kind} instead of JSON") from None
+    return Opened(opened.status, opened.content_type, once(body), opened.close, parsed)
 
 
 async def _unstoppable(work: Awaitable[None]) -> None:

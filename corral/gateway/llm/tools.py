@@ -149,16 +149,14 @@ class ToolGate:
 
     # ---- whole answers -------------------------------------------------------------------------
 
-    def rewrite(self, body: bytes) -> bytes:
-        try:
-            answer = json.loads(body)
-        except ValueError:
-            return body
+    def rewrite(self, answer: Any) -> bool:
+        """Judge the calls in a whole answer (parsed JSON), replacing the blocked ones in place;
+        True when it changed."""
         if not isinstance(answer, dict):
-            return body
+            return False
         rewrite = {"openai": self._rewrite_openai, "anthropic": self._rewrite_anthropic,
                    "responses": self.rewrite_response}[self.dialect]
-        return json.dumps(answer).encode() if rewrite(answer) else body
+        return rewrite(answer)
 
     def _rewrite_openai(self, answer: dict[str, Any]) -> bool:
         changed = False

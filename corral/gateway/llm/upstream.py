@@ -2,8 +2,8 @@
 own credential (read from its `env:` reference at call time, never stored, never logged).
 What comes back is opened but not read, so a stream can be passed on as it arrives.
 
-`UpstreamFailed` is a failure that happened before any byte reached the client, and says
-whether another target may be tried (429, 5xx, timeouts, refused connections) or not.
+`UpstreamFailed` is a target failing (429, 5xx, a timeout, a refused or broken connection):
+before any byte reached the client, another target may be tried.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ _PASSED_HEADERS = ("anthropic-beta",)  # client headers that change what the pro
 
 
 class UpstreamFailed(Exception):
-    def __init__(self, message: str, retryable: bool, status: int | None = None, body: bytes | None = None,
-                 timeout: bool = False) -> None:
+    def __init__(self, message: str, status: int | None = None, timeout: bool = False,
+                 retry_after: str | None = None) -> None:
         super().__init__(message)
-        self.message, self.retryable, self.status, self.body, self.timeout = message, retryable, status, body, timeout
+        self.message, self.status, self.timeout, self.retry_after = message, status, timeout, retry_after
 
 
 def retryable_status(status: int) -> bool:
@@ -47,6 +47,7 @@ class Opened:
     chunks: AsyncIterator[bytes]
     close: Any  # async callable
     parsed: Any = None  # the whole answer's JSON, once something has read it
+    retry_after: str | None = None  # the provider's Retry-After
 
     async def read(self) -> bytes:
         try:
@@ -59,7 +60,7 @@ async def _nothing() -> None:
     return None
 
 
-async def _once(body: bytes) -> AsyncIterator[bytes]:
+async def once(body: bytes) -> AsyncIterator[bytes]:
     yield body
 
 
@@ -89,7 +90,7 @@ class Upstreams:
             if mock is None:
                 mock = self._mocks[(name, provider.mock)] = MockModel(provider.mock)
             status, answer = await mock.answer(dialect, operation, body.get("model", ""), body)
-            chunks = _once(answer) if isinstance(answer, bytes) else answer
+            chunks = once(answer) if isinstance(answer, bytes) else answer
             content_type = "text/event-stream" if not isinstance(answer, bytes) else "application/json"
             return Opened(status, content_type, chunks, _nothing)
         url = provider.base_url.rstrip("/") + _PATHS[(dialect, operation)]
@@ -98,11 +99,11 @@ class Upstreams:
             response = await self._http().post(url, data=json.dumps(body).encode(), allow_redirects=False,
                                                headers=_headers(provider, dialect, client_headers), timeout=timeout)
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-            raise UpstreamFailed(f"no answer within {provider.timeout_s:g} s", True, timeout=True) from None
+            raise UpstreamFailed(f"no answer within {provider.timeout_s:g} s", timeout=True) from None
         except (aiohttp.ClientError, OSError) as error:
-            raise UpstreamFailed(f"could not be reached ({type(error).__name__})", True) from None
+            raise UpstreamFailed(f"could not be reached ({type(error).__name__})") from None
         return Opened(response.status, response.headers.get("content-type", ""), _chunks(response, provider),
-                      _closer(response))
+                      _closer(response), retry_after=response.headers.get("retry-after"))
 
 
 def _closer(response: aiohttp.ClientResponse):  # noqa: ANN202 - an async callable
@@ -117,9 +118,9 @@ async def _chunks(response: aiohttp.ClientResponse, provider: Provider) -> Async
         async for chunk in response.content.iter_any():
             yield chunk
     except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-        raise UpstreamFailed(f"the answer stopped for more than {provider.timeout_s:g} s", True, timeout=True) from None
+        raise UpstreamFailed(f"the answer stopped for more than {provider.timeout_s:g} s", timeout=True) from None
     except (aiohttp.ClientError, OSError) as error:
-        raise UpstreamFailed(f"the connection broke mid-answer: {type(error).__name__}", True) from None
+        raise UpstreamFailed(f"the connection broke mid-answer: {type(error).__name__}") from None
     finally:
         response.release()
 
