@@ -49,6 +49,19 @@ class Observed:
     stop_reason: str | None = None
 
 
+def arguments_of(value: Any) -> dict[str, Any]:
+    """A tool call's arguments as a dict: given as one, or as JSON text (anything else: none)."""
+    if isinstance(value, dict):
+        return value
+    if not isinstance(value, str):
+        return {}
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
 def _count(value: Any) -> int | None:
     """A token count as an upstream reported it: a non-negative whole number, or unknown."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):

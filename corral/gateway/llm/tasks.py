@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Any
 
-from corral.gateway.llm.dialects import Dialect, Observed
+from corral.gateway.llm.dialects import Dialect, Observed, arguments_of
 
 COMMAND_TOOLS = {"execute_command": "command", "Bash": "command", "bash": "command", "run_terminal_cmd": "command",
                  "run_commands": "command"}  # the last: Cline CLI's, a list of commands
@@ -101,7 +101,7 @@ def conversation_of(dialect: Dialect, body: dict[str, Any]) -> Conversation:
         for call in message.get("tool_calls") or ():  # OpenAI assistant message
             if isinstance(call, dict):
                 function = call.get("function") if isinstance(call.get("function"), dict) else {}
-                tool_uses[str(call.get("id"))] = (str(function.get("name")), _arguments(function.get("arguments")))
+                tool_uses[str(call.get("id"))] = (str(function.get("name")), arguments_of(function.get("arguments")))
         if message.get("role") == "tool":
             results.append((index, str(message.get("tool_call_id")), _text_of(message), False))
         content = message.get("content")
@@ -109,7 +109,7 @@ def conversation_of(dialect: Dialect, body: dict[str, Any]) -> Conversation:
             if not isinstance(block, dict):
                 continue
             if block.get("type") == "tool_use":
-                tool_uses[str(block.get("id"))] = (str(block.get("name")), _arguments(block.get("input")))
+                tool_uses[str(block.get("id"))] = (str(block.get("name")), arguments_of(block.get("input")))
             elif block.get("type") == "tool_result":
                 results.append((index, str(block.get("tool_use_id")), _text_of(block), bool(block.get("is_error"))))
     system = body.get("system") if dialect == "anthropic" else None
@@ -129,23 +129,11 @@ def _responses_conversation(body: dict[str, Any]) -> Conversation:
         if not isinstance(item, dict):
             continue
         if item.get("type") == "function_call":
-            tool_uses[str(item.get("call_id"))] = (str(item.get("name")), _arguments(item.get("arguments")))
+            tool_uses[str(item.get("call_id"))] = (str(item.get("name")), arguments_of(item.get("arguments")))
         elif item.get("type") == "function_call_output":
             results.append((index, str(item.get("call_id")), str(item.get("output", "")), False))
     opening = json.dumps([body.get("instructions"), items[:1]], sort_keys=True, default=str).encode()
     return Conversation(opening, items, tool_uses, results)
-
-
-def _arguments(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            return {}
-        return parsed if isinstance(parsed, dict) else {}
-    return {}
 
 
 def _text_of(message: Any) -> str:
@@ -186,16 +174,14 @@ class TaskTracker:
             answers = [i for i, m in enumerate(conversation.messages)
                        if isinstance(m, dict) and (m.get("role") == "assistant" or m.get("type") == "function_call")]
             happened.append(Happening("task.started", attributes={"resumed": bool(answers)}))
-            if answers:  # first seen mid-task (a restart): only what follows the last answer is new
-                task.chain = chain[:answers[-1] + 1]
+            known = answers[-1] + 1 if answers else 0  # first seen mid-task (a restart): only what follows is new
         else:
             self._tasks[task_id] = self._tasks.pop(task_id)  # most recently seen last
-            common = _common_prefix(task.chain, chain)
-            if common < len(task.chain) and common >= min(2, len(chain)) and len(chain) - common <= 1:
+            known = _common_prefix(task.chain, chain)
+            if known < len(task.chain) and known >= min(2, len(chain)) and len(chain) - known <= 1:
                 happened.append(Happening("task.rolled_back", attributes={
-                    "from_messages": len(task.chain), "to_messages": common}))
+                    "from_messages": len(task.chain), "to_messages": known}))
                 task.completed = False
-        known = _common_prefix(task.chain, chain)
         for index, tool_id, text, marked in conversation.results:
             if index < known or tool_id in task.seen_results:
                 continue
@@ -213,7 +199,7 @@ class TaskTracker:
         happened: list[Happening] = []
         for call in seen.tool_calls:
             name = str(call.get("name"))
-            arguments = _arguments(call.get("arguments"))
+            arguments = arguments_of(call.get("arguments"))
             happened.append(Happening("tool.call", _resource(name, arguments), "requested",
                                       {"tool": name, "tool_call_id": call.get("id"),
                                        "group": COMMAND_TOOLS.get(name)}))

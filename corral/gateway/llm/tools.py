@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from corral.gateway.llm.dialects import Dialect, event_data
+from corral.gateway.llm.dialects import Dialect, arguments_of, event_data
 
 ALWAYS = "always"  # tools every mode has
 GROUPS: dict[str, str] = {
@@ -135,7 +135,7 @@ class ToolGate:
         action = ACTIONS.get(name)
         if action is None:
             return None
-        parsed = _parse(arguments)
+        parsed = arguments_of(arguments)
         given = next((parsed[key] for key in action[1] if parsed.get(key)), None)
         resources = [_path_of(item) for item in given] if isinstance(given, list) else [given]
         if not resources or any(not isinstance(item, str) or not item for item in resources):
@@ -222,18 +222,6 @@ class ToolGate:
 def explain(blocked: Blocked) -> str:
     return (f"[Corral blocked this call to {blocked.name} ({blocked.resource[:200]}): {blocked.reason}. "
             "Do not retry it; choose another way or ask the user.]")
-
-
-def _parse(arguments: Any) -> dict[str, Any]:
-    if isinstance(arguments, dict):
-        return arguments
-    if not isinstance(arguments, str):
-        return {}
-    try:
-        parsed = json.loads(arguments or "{}")
-    except ValueError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
 
 
 def _path_of(item: Any) -> Any:
