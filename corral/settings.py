@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     key_cache_seconds: float = Field(2.0, ge=0, le=60)  # how long a replica trusts a key it checked
     task_idle_seconds: float = Field(1800.0, gt=0)  # a task idle this long without completing is abandoned
+    mcp_max_stdio: int = Field(32, ge=1, le=1000)  # stdio MCP servers this replica runs at once
     org_name: str = "Corral"
     policy: Path | None = None  # the policy file installed at first start
     signing_key: SecretStr | None = None  # PRIVATE+KEY+... (Ed25519); default: data_dir/signing.key

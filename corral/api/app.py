@@ -25,6 +25,7 @@ from corral.api.routes import events as events_routes
 from corral.api.routes import health, identity
 from corral.api.routes import audit as audit_routes
 from corral.api.routes.llm import ModelTraffic
+from corral.api.routes.mcp import McpTraffic
 from corral.api.routes import policy as policy_routes
 from corral.events.recorder import EventRecorder
 from corral.identity.bootstrap import ensure_admin
@@ -36,6 +37,7 @@ from corral.audit.note import NoteError, Signer
 from corral.errors import ConfigError
 from corral.gateway.llm.proxy import LlmGateway
 from corral.gateway.llm.spending import Spending
+from corral.gateway.mcp.gateway import McpGateway
 from corral.store.counters import counters_for
 from corral.policy import versions
 from corral.policy.active import PolicyState
@@ -59,6 +61,7 @@ class Corral:
     audit: AuditLog
     checkpointer: Checkpointer
     llm: LlmGateway
+    mcp: McpGateway
     keys: KeyCache
 
 
@@ -150,10 +153,12 @@ def create_app(settings: Settings) -> ASGIApp:
                                 settings.oidc_jwks_min_refresh_seconds)
         signer = _signer(settings)
         policy = PolicyState(database)
-        corral = Corral(settings=settings, database=database, recorder=recorder, oidc=oidc, policy=policy, audit=AuditLog(database),
+        audit = AuditLog(database)
+        counters = counters_for(settings.redis_url, settings.redis_prefix)
+        corral = Corral(settings=settings, database=database, recorder=recorder, oidc=oidc, policy=policy, audit=audit,
                         checkpointer=Checkpointer(database, signer, settings.checkpoint_seconds),
-                        llm=LlmGateway(policy, recorder, Spending(counters_for(settings.redis_url, settings.redis_prefix),
-                                                                  database), settings.task_idle_seconds),
+                        llm=LlmGateway(policy, recorder, Spending(counters, database), settings.task_idle_seconds),
+                        mcp=McpGateway(policy, recorder, audit, database, counters, settings.mcp_max_stdio),
                         keys=KeyCache(settings.key_cache_seconds))
         app.state.corral = corral
         recorder.start()
@@ -163,7 +168,8 @@ def create_app(settings: Settings) -> ASGIApp:
         gc.collect()
         gc.freeze()  # what start-up made lives as long as the process: the collector need not scan it again
         try:
-            yield
+            async with corral.mcp.running():
+                yield
         finally:
             sweeper.cancel()
             await asyncio.gather(sweeper, return_exceptions=True)
@@ -186,4 +192,4 @@ def create_app(settings: Settings) -> ASGIApp:
     app.include_router(policy_routes.router, prefix="/api/v1")
     app.include_router(audit_routes.router, prefix="/api/v1")
     app.add_middleware(ForgetKeysOnChange)
-    return RequestIdMiddleware(BodyLimitMiddleware(ModelTraffic(app), max_bytes=settings.max_body_bytes))
+    return RequestIdMiddleware(BodyLimitMiddleware(ModelTraffic(McpTraffic(app)), max_bytes=settings.max_body_bytes))

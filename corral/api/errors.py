@@ -27,6 +27,26 @@ def rest_error(status: int, code: str, message: str, rule: str | None = None,
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
+# JSON-RPC codes for the MCP endpoints' HTTP-level errors (implementation-defined range, except
+# the protocol's own invalid-request and internal-error codes).
+_JSONRPC_CODES = {400: -32600, 401: -32001, 403: -32003, 404: -32004, 405: -32600, 413: -32600, 422: -32600,
+                  429: -32029, 500: -32603, 503: -32011}
+
+
+def jsonrpc_error(status: int, code: str, message: str, rule: str | None = None,
+                  headers: dict[str, str] | None = None) -> JSONResponse:
+    data: dict[str, object] = {"code": code}
+    if rule:
+        data["rule"] = rule
+    body = {"jsonrpc": "2.0", "id": None,
+            "error": {"code": _JSONRPC_CODES.get(status, -32000), "message": message, "data": data}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def is_mcp_path(path: str) -> bool:
+    return path == "/mcp" or path.startswith("/mcp/")
+
+
 def dialect_of(path: str) -> Dialect | None:
     """The model endpoints answer errors as the API they imitate, so SDKs raise their own errors."""
     if path.startswith("/v1/messages"):
@@ -38,6 +58,8 @@ def dialect_of(path: str) -> Dialect | None:
 
 def error_response(path: str, status: int, code: str, message: str, rule: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
+    if is_mcp_path(path):
+        return jsonrpc_error(status, code, message, rule, headers)
     dialect = dialect_of(path)
     if dialect is None:
         return rest_error(status, code, message, rule, headers)

@@ -31,6 +31,16 @@ _LOOKS_SECRET = re.compile(
 _SECRET_NAME = re.compile(r"(key|token|secret|password|passwd|auth|credential|cookie)", re.IGNORECASE)
 
 
+def looks_secret(text: str) -> bool:
+    """Whether a text holds what looks like a real credential."""
+    return _LOOKS_SECRET.search(text) is not None
+
+
+def secret_name(name: str) -> bool:
+    """Whether a name (an env variable, a header, an argument) is one secrets are kept under."""
+    return _SECRET_NAME.search(name) is not None
+
+
 def _many(value: Any) -> Any:
     """A `when`/`match` value may be one item or a list of them (any of)."""
     return [value] if isinstance(value, str) else value
@@ -117,13 +127,28 @@ class Mode(Model):
     description: str = ""
 
 
+class Probe(Model):
+    """A read-only tool `corral mcp check` calls to see that the server really works."""
+    tool: str = Field(min_length=1, max_length=200)
+    arguments: dict[str, Any] = {}
+
+
 class McpServer(Model):
     command: str | None = None
     args: tuple[str, ...] = ()
     env: dict[str, str] = {}
+    cwd: str | None = None
     url: Annotated[str, Field(pattern=_URL)] | None = None
+    transport: Literal["streamable-http", "sse"] = "streamable-http"  # for `url` servers
     headers: dict[str, str] = {}
     trust_annotations: bool = False
+    timeout_s: float = Field(30.0, gt=0, le=600)  # per call; connecting has its own bound
+    retries: int = Field(1, ge=0, le=5)  # only for read-only or idempotent tools
+    pinning: Literal["learn", "manual"] = "learn"  # learn: a tool is pinned when first seen
+    approval_wait_s: float = Field(120.0, gt=0, le=3600)  # how long an `approve` call is held
+    store_payloads: bool = False  # keep arguments and results, not only their hashes
+    health: Health = Health()  # when the server is taken out of service for a cool-down
+    probe: Probe | None = None
 
     @model_validator(mode="after")
     def _one_transport(self) -> "McpServer":
@@ -224,6 +249,8 @@ class Policy(Model):
     budgets: tuple[Budget, ...] = ()
     limits: tuple[Limit, ...] = ()
     approvals: Approvals = Approvals()
+    # server -> its read-only twin, which serves callers under a `read_only` override
+    read_only_alternatives: dict[str, str] = {}
 
     @field_validator("roles")
     @classmethod
@@ -392,6 +419,10 @@ def _references(policy: Policy) -> list[tuple[Path_, str]]:
         server = entry.match.split("/", 1)[0]
         if "*" not in server and server not in policy.mcp_servers:
             found.append((("tools", index, "match"), f"no MCP server named {server!r} in `mcp_servers`"))
+    for server, twin in policy.read_only_alternatives.items():
+        for name, where in ((server, f"{server}:key"), (twin, server)):
+            if name not in policy.mcp_servers:
+                found.append((("read_only_alternatives", where), f"no MCP server named {name!r} in `mcp_servers`"))
     seen_ids: set[str] = set()
     for index, rule in enumerate(policy.rules):
         if rule.id in seen_ids:

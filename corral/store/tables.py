@@ -246,3 +246,43 @@ audit_checkpoints = Table(
     Column("note", Text, nullable=False),  # the signed checkpoint, as served
     Column("created_at", UTCDateTime, nullable=False),
 )
+
+# MCP: tool calls held for a second person's decision (`approve` effects). Arguments are kept
+# with secrets redacted; `status` moves once, from pending to approved, rejected or expired.
+tool_approvals = Table(
+    "tool_approvals",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("requested_by", String(320), nullable=False),
+    Column("team", String(100), nullable=True),
+    Column("key_id", Integer, nullable=True),
+    Column("server", String(100), nullable=False),
+    Column("tool", String(200), nullable=False),
+    Column("tool_class", String(16), nullable=False),
+    Column("arguments", JSON, nullable=False),  # redacted
+    Column("arguments_sha256", String(64), nullable=False),
+    Column("rules", JSON, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("task_id", String(200), nullable=True),
+    Column("mode", String(100), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("decided_by", String(320), nullable=True),
+    Column("decided_at", UTCDateTime, nullable=True),
+    Column("message", Text, nullable=False, default=""),
+    Index(None, "status", "id"),
+)
+
+# MCP tool contracts: the hash of a tool's name, description, input schema and annotations when
+# it was pinned. A server that later serves a different definition has the tool quarantined.
+tool_pins = Table(
+    "tool_pins",
+    metadata,
+    Column("server", String(100), primary_key=True),
+    Column("tool", String(200), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("definition", JSON, nullable=False),
+    Column("pinned_by", String(320), nullable=False),
+    Column("pinned_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,173 @@
+"""Tool calls held for a second person: a call whose decision is `approve` becomes a pending
+approval (who, what tool, the arguments with secrets redacted, why), and waits while an approver
+decides with `corral approvals approve ID` / `reject ID -m WHY` or the REST API. Its status moves
+once, from `pending` to `approved`, `rejected` or `expired`; nobody approves their own call.
+Every decision is recorded as an event and in the audit ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from datetime import datetime, timedelta
+from hashlib import sha256
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from corral.audit.ledger import record_change
+from corral.errors import Conflict, Forbidden, NotFound
+from corral.events.model import Event, utcnow
+from corral.identity.access import Principal
+from corral.policy.schema import looks_secret, secret_name
+from corral.store.database import Database
+from corral.store.tables import tool_approvals
+
+APPROVER_ROLES = ("approver", "admin")
+POLL_S = 0.25  # how often a held call looks for a decision made on another replica
+REDACTED = "[redacted]"
+_ASSIGNMENT = re.compile(r"(?i)\b([a-z0-9_-]*(?:key|token|secret|password|passwd|auth|credential|cookie)[a-z0-9_-]*)"
+                         r"(\s*[=:]\s*)(\S+)")
+
+
+def redact(value: Any, name: str = "") -> Any:
+    """Arguments as an approver may see them: values under secret-looking names, values that look
+    like credentials and `name=value` assignments of secrets are replaced."""
+    if isinstance(value, dict):
+        return {key: redact(item, str(key)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact(item, name) for item in value]
+    if isinstance(value, str):
+        if (name and secret_name(name)) or looks_secret(value):
+            return REDACTED
+        return _ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", value)
+    if name and secret_name(name) and value is not None and not isinstance(value, bool):
+        return REDACTED
+    return value
+
+
+def payload_hash(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _public(row: Any, now: datetime | None = None) -> dict[str, Any]:
+    found = dict(row._mapping)
+    if found["status"] == "pending" and (now or utcnow()) >= found["expires_at"]:
+        found["status"] = "expired"
+    for name in ("created_at", "expires_at", "decided_at"):
+        found[name] = found[name].isoformat() if found[name] else None
+    return found
+
+
+async def request_approval(connection: AsyncConnection, principal: Principal, *, server: str, tool: str,
+                           tool_class: str, arguments: dict[str, Any], rules: list[str], reason: str,
+                           task_id: str | None, mode: str | None, wait_s: float) -> dict[str, Any]:
+    now = utcnow()
+    values = dict(status="pending", requested_by=principal.email, team=principal.team, key_id=principal.key_id,
+                  server=server, tool=tool, tool_class=tool_class, arguments=redact(arguments),
+                  arguments_sha256=payload_hash(arguments), rules=rules, reason=reason, task_id=task_id, mode=mode,
+                  created_at=now, expires_at=now + timedelta(seconds=wait_s), message="")
+    approval_id = (await connection.execute(insert(tool_approvals).values(**values)
+                                            .returning(tool_approvals.c.id))).scalar_one()
+    await record_change(connection, Event(
+        kind="approval.requested", action="tool.call", user_email=principal.email, team=principal.team,
+        key_id=principal.key_id, task_id=task_id, mode=mode, resource=f"{server}/{tool}", decision="approve",
+        attributes={"approval_id": approval_id, "rules": rules, "class": tool_class,
+                    "arguments_sha256": values["arguments_sha256"]}))
+    return {"id": approval_id, **values}
+
+
+async def get_approval(connection: AsyncConnection, approval_id: int) -> dict[str, Any]:
+    row = (await connection.execute(select(tool_approvals).where(tool_approvals.c.id == approval_id))).first()
+    if row is None:
+        raise NotFound(f"no approval {approval_id}; `corral approvals list` shows the pending ones")
+    return _public(row)
+
+
+async def list_approvals(connection: AsyncConnection, status: str | None = "pending",
+                         limit: int = 100) -> list[dict[str, Any]]:
+    query = select(tool_approvals).order_by(tool_approvals.c.id.desc()).limit(limit)
+    now = utcnow()
+    if status == "pending":
+        query = query.where(tool_approvals.c.status == "pending", tool_approvals.c.expires_at > now)
+    elif status == "expired":
+        query = query.where((tool_approvals.c.status == "expired") |
+                            ((tool_approvals.c.status == "pending") & (tool_approvals.c.expires_at <= now)))
+    elif status is not None:
+        query = query.where(tool_approvals.c.status == status)
+    return [_public(row, now) for row in (await connection.execute(query)).all()]
+
+
+async def decide(connection: AsyncConnection, approval_id: int, approver: Principal, verdict: str,
+                 message: str) -> dict[str, Any]:
+    """Approve or reject a pending call. Approvers (role approver or admin) only, never the
+    caller themselves; a call decided, expired or given up already cannot be decided again."""
+    approver.require("policy", *APPROVER_ROLES)
+    found = await get_approval(connection, approval_id)
+    if found["requested_by"].lower() == approver.email.lower():
+        raise Forbidden(f"approval {approval_id} is for your own call; another approver must decide it")
+    if found["status"] != "pending":
+        raise Conflict(f"approval {approval_id} is {found['status']} already; it cannot be decided again")
+    now = utcnow()
+    status = "approved" if verdict == "approve" else "rejected"
+    changed = (await connection.execute(
+        update(tool_approvals).where(tool_approvals.c.id == approval_id, tool_approvals.c.status == "pending",
+                                     tool_approvals.c.expires_at > now)
+        .values(status=status, decided_by=approver.email, decided_at=now, message=message))).rowcount
+    if changed != 1:  # decided or expired between the read and the write
+        raise Conflict(f"approval {approval_id} was decided or expired meanwhile; see `corral approvals show "
+                       f"{approval_id}`")
+    await record_change(connection, Event(
+        kind=f"approval.{status}", action="tool.call", user_email=approver.email, team=approver.team,
+        key_id=approver.key_id, resource=f"{found['server']}/{found['tool']}", decision=verdict,
+        attributes={"approval_id": approval_id, "requested_by": found["requested_by"], "message": message}))
+    return await get_approval(connection, approval_id)
+
+
+class Waiters:
+    """Held calls wait here; a decision made on this replica wakes its call at once, one made
+    on another is seen within POLL_S."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._events: dict[int, asyncio.Event] = {}
+
+    def wake(self, approval_id: int) -> None:
+        event = self._events.get(approval_id)
+        if event is not None:
+            event.set()
+
+    async def wait(self, approval_id: int, wait_s: float) -> str:
+        """The approval's final status: approved, rejected or expired (after `wait_s`)."""
+        event = self._events.setdefault(approval_id, asyncio.Event())
+        deadline = asyncio.get_running_loop().time() + wait_s
+        try:
+            while True:
+                async with self._database.read() as connection:
+                    status = (await connection.execute(select(tool_approvals.c.status)
+                                                       .where(tool_approvals.c.id == approval_id))).scalar_one()
+                if status != "pending":
+                    return status
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    return await self._expire(approval_id)
+                try:
+                    async with asyncio.timeout(min(POLL_S, left)):
+                        await event.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            self._events.pop(approval_id, None)
+
+    async def _expire(self, approval_id: int) -> str:
+        async with self._database.transaction() as connection:
+            changed = (await connection.execute(
+                update(tool_approvals).where(tool_approvals.c.id == approval_id, tool_approvals.c.status == "pending")
+                .values(status="expired", decided_at=utcnow()))).rowcount
+            if changed == 1:
+                return "expired"
+            return (await connection.execute(select(tool_approvals.c.status)
+                                             .where(tool_approvals.c.id == approval_id))).scalar_one()
