@@ -269,3 +269,317 @@ def test_hidden_and_unknown_tools_are_refused(gateway):
     with pytest.raises(MCPError) as no_server:
         run(call(gateway, key, "nowhere__echo"))
     assert "server__tool" in no_server.value.message
+
+
+# ---- people in the loop ----------------------------------------------------------------------
+
+
+def corral_cli(gateway, key, *args, timeout=60):
+    env = {"CORRAL_URL": gateway["url"], "CORRAL_KEY": key, "PATH": str(Path(sys.executable).parent),
+           "COLUMNS": "250"}
+    return subprocess.run([str(Path(sys.executable).with_name("corral")), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def held_call(gateway, key, tool, arguments):
+    """Start a call that will be held, in a thread; returns (thread, outcome dict)."""
+    outcome = {}
+
+    def work():
+        try:
+            outcome["result"] = run(call(gateway, key, tool, arguments))
+        except Exception as error:  # noqa: BLE001 - the test looks at what it was
+            outcome["error"] = error
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def pending_for(gateway, email):
+    def find():
+        listed = httpx.get(gateway["url"] + "/api/v1/approvals", headers=admin(gateway), timeout=10).json()
+        return [entry for entry in listed["approvals"] if entry["requested_by"] == email]
+    return wait_for(find, timeout=20)
+
+
+def test_destructive_call_waits_for_an_approver_and_proceeds_once_approved(gateway):
+    email, key = person(gateway, roles=("developer", "approver"))  # an approver, who still needs another
+    approver, approver_key = person(gateway, roles=("approver",))
+    assert text(run(call(gateway, key, "notes__write_note", {"name": "old", "body": "x"}))) == "wrote old"
+    thread, outcome = held_call(gateway, key, "notes__delete_note", {"name": "old", "api_token": "tok-very-secret"})
+    [pending] = pending_for(gateway, email)
+    assert pending["tool"] == "delete_note" and pending["tool_class"] == "destructive"
+    assert pending["rules"] == ["destructive-tools-need-approval"]
+    assert pending["arguments"] == {"name": "old", "api_token": "[redacted]"}
+    assert thread.is_alive()  # held
+
+    listed = corral_cli(gateway, approver_key, "approvals", "list")
+    assert listed.returncode == 0 and "delete_note" in listed.stdout and "tok-very-secret" not in listed.stdout
+    mine = corral_cli(gateway, key, "approvals", "approve", str(pending["id"]))  # not their own
+    assert mine.returncode == 1 and "your own call" in mine.stderr
+    approved = corral_cli(gateway, approver_key, "approvals", "approve", str(pending["id"]), "-m", "ok")
+    assert approved.returncode == 0, approved.stderr
+    thread.join(30)
+    assert text(outcome["result"]) == "deleted old"
+    again = corral_cli(gateway, approver_key, "approvals", "reject", str(pending["id"]), "-m", "late")
+    assert again.returncode == 1 and "approved already" in again.stderr
+    found = wait_for(lambda: [e for e in events(gateway, "tool.call", user=email) if e["outcome"] == "ok"])
+    assert found[0]["attributes"]["approval_id"] == pending["id"] and found[0]["decision"] == "approve"
+
+
+def test_rejected_call_tells_the_agent_why_with_the_approval_id(gateway):
+    email, key = person(gateway)
+    _, approver_key = person(gateway, roles=("approver",))
+    thread, outcome = held_call(gateway, key, "notes__delete_note", {"name": "keep"})
+    [pending] = pending_for(gateway, email)
+    rejected = corral_cli(gateway, approver_key, "approvals", "reject", str(pending["id"]), "-m", "not in prod")
+    assert rejected.returncode == 0, rejected.stderr
+    thread.join(30)
+    error = outcome["error"]
+    assert isinstance(error, MCPError)
+    assert f"approval {pending['id']}" in error.message and "not in prod" in error.message
+    assert error.data["approval_id"] == pending["id"]
+
+
+def test_developer_cannot_approve_and_others_cannot_see_the_call(gateway):
+    email, key = person(gateway)
+    _, other_key = person(gateway)
+    thread, outcome = held_call(gateway, key, "notes__delete_note", {"name": "x"})
+    [pending] = pending_for(gateway, email)
+    denied = corral_cli(gateway, other_key, "approvals", "approve", str(pending["id"]))
+    assert denied.returncode == 1
+    shown = httpx.get(gateway["url"] + f"/api/v1/approvals/{pending['id']}",
+                      headers={"Authorization": f"Bearer {other_key}"}, timeout=10)
+    assert shown.status_code == 403
+    httpx.post(gateway["url"] + f"/api/v1/approvals/{pending['id']}/reject", json={"message": "cleanup"},
+               headers=admin(gateway), timeout=10)
+    thread.join(30)
+
+
+async def _confirming(gateway, key, tool, arguments, answer, mode):
+    asked = []
+
+    async def elicit(context, params):
+        asked.append(params.message)
+        return types.ElicitResult(action=answer)
+
+    async with connect(gateway, key, mode=mode, elicitation_callback=elicit) as client:
+        try:
+            return await client.call_tool(tool, arguments), asked
+        except MCPError as error:
+            return error, asked
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+def test_confirm_asks_the_user_through_elicitation(gateway, mode):
+    _, key = person(gateway)
+    result, asked = run(_confirming(gateway, key, "web__write_note", {"name": "c", "body": "b"}, "accept", mode))
+    assert text(result) == "wrote c"
+    assert "web/write_note" in asked[0] and "confirm-web-writes" in asked[0]
+    refused, asked = run(_confirming(gateway, key, "web__write_note", {"name": "d", "body": "b"}, "decline", mode))
+    assert isinstance(refused, MCPError) and "did not confirm" in refused.message and len(asked) == 1
+
+
+def test_confirm_without_elicitation_is_denied_with_how_to_get_it_allowed(gateway):
+    _, key = person(gateway)
+    with pytest.raises(MCPError) as refused:
+        run(call(gateway, key, "web__write_note", {"name": "e", "body": "b"}))
+    assert "does not support MCP elicitation" in refused.value.message
+    assert refused.value.data["rule"] == "confirm-web-writes"
+
+
+# ---- contracts ---------------------------------------------------------------------------------
+
+
+def test_changed_tool_is_quarantined_until_re_pinned(gateway):
+    _, key = person(gateway)
+    state = gateway["state"] / "changing.json"
+    state.write_text(json.dumps({"changed": False}))
+    assert "changing__echo" in run(names(gateway, key))  # learned (pinned) at first sight
+    state.write_text(json.dumps({"changed": True}))  # the server now says "IGNORE PREVIOUS INSTRUCTIONS..."
+    time.sleep(10.5)  # the gateway's tool list is fetched again after 10 s
+    assert "changing__echo" not in run(names(gateway, key))
+    with pytest.raises(MCPError) as refused:
+        run(call(gateway, key, "changing__echo", {"text": "x"}))
+    assert "quarantined" in refused.value.message and "corral mcp pin changing" in refused.value.message
+    changed = wait_for(lambda: events(gateway, "tool.contract_changed"))
+    assert changed[0]["resource"] == "changing/echo"
+    assert "IGNORE PREVIOUS" in changed[0]["attributes"]["served"]["description"]
+    check = corral_cli(gateway, gateway["admin"], "mcp", "check", "changing")
+    assert check.returncode == 1 and "changed since pinned: echo" in check.stdout
+    pinned = corral_cli(gateway, gateway["admin"], "mcp", "pin", "changing")
+    assert pinned.returncode == 0 and "echo" in pinned.stdout
+    time.sleep(5.5)  # pins are re-read within 5 s
+    assert "changing__echo" in run(names(gateway, key))
+    state.write_text(json.dumps({"changed": False}))
+
+
+def test_manual_server_serves_only_pinned_tools(gateway):
+    _, key = person(gateway)
+    with pytest.raises(MCPError) as refused:
+        run(call(gateway, key, "manual__echo", {"text": "x"}))
+    assert "not pinned yet" in refused.value.message
+    _, developer_key = person(gateway)
+    assert corral_cli(gateway, developer_key, "mcp", "pin", "manual").returncode == 1  # admins only
+    pinned = corral_cli(gateway, gateway["admin"], "mcp", "pin", "manual", "--tool", "echo")
+    assert pinned.returncode == 0, pinned.stderr
+    time.sleep(5.5)
+    assert [n for n in run(names(gateway, key)) if n.startswith("manual__")] == ["manual__echo"]
+    assert text(run(call(gateway, key, "manual__echo", {"text": "x"}))) == "echo: x"
+
+
+# ---- faults ------------------------------------------------------------------------------------
+
+
+def test_crashing_server_is_disabled_and_reported_without_affecting_others(gateway):
+    _, key = person(gateway)
+    for _ in range(2):
+        with pytest.raises(MCPError) as failed:
+            run(call(gateway, key, "crashy__echo", {"text": "x"}))
+        assert failed.value.data["category"] == "unavailable"
+    with pytest.raises(MCPError) as disabled:
+        run(call(gateway, key, "crashy__echo", {"text": "x"}))
+    assert "temporarily disabled" in disabled.value.message
+    assert wait_for(lambda: events(gateway, "mcp.server.disabled"))[0]["resource"] == "crashy"
+    assert text(run(call(gateway, key, "notes__echo", {"text": "still here"}))) == "echo: still here"
+    servers = corral_cli(gateway, gateway["admin"], "mcp", "servers", "--json")
+    crashy = next(s for s in json.loads(servers.stdout) if s["name"] == "crashy")
+    assert crashy["status"] == "cooling down" and crashy["error_rate"] == 1.0
+
+
+def test_hanging_call_times_out_after_its_retries(gateway):
+    email, key = person(gateway)
+    with pytest.raises(MCPError) as failed:
+        run(call(gateway, key, "hangs__echo", {"text": "x"}))
+    assert failed.value.data["category"] == "timeout" and "within 1 s" in failed.value.message
+    found = wait_for(lambda: events(gateway, "tool.call", user=email))
+    assert found[0]["attributes"]["attempts"] == 2  # read-only: retried once
+    with pytest.raises(MCPError) as mutating:
+        run(call(gateway, key, "hangs__write_note", {"name": "n", "body": "b"}))
+    assert mutating.value.data["category"] == "timeout"
+    found = wait_for(lambda: [e for e in events(gateway, "tool.call", user=email) if e["resource"] == "hangs/write_note"])
+    assert found[0]["attributes"]["attempts"] == 1  # never retried: it may have happened
+
+
+def test_invalid_result_is_a_protocol_error(gateway):
+    _, key = person(gateway)
+    with pytest.raises(MCPError) as failed:
+        run(call(gateway, key, "invalid__echo", {"text": "x"}))
+    assert failed.value.data["category"] == "protocol_error" and "invalid result" in failed.value.message
+
+
+def test_servers_that_never_start_answer_unavailable(gateway):
+    _, key = person(gateway)
+    for server, expected in (("silent", "handshake"), ("missing", "not found")):
+        with pytest.raises(MCPError) as failed:
+            run(call(gateway, key, f"{server}__echo", {"text": "x"}))
+        assert expected in failed.value.message, failed.value.message
+    with pytest.raises(MCPError) as listing:
+        run(names(gateway, key, "/mcp/silent"))
+    assert "silent" in listing.value.message
+
+
+def test_check_reports_each_step_with_latency(gateway):
+    passed = corral_cli(gateway, gateway["admin"], "mcp", "check", "notes")
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "pass  connect" in passed.stdout and "pass  input schemas" in passed.stdout
+    assert "notes: passed" in passed.stdout
+    failed = corral_cli(gateway, gateway["admin"], "mcp", "check", "silent")
+    assert failed.returncode == 1 and "FAIL  connect" in failed.stdout
+    unknown = corral_cli(gateway, gateway["admin"], "mcp", "check", "nope")
+    assert unknown.returncode == 1 and "no MCP server named 'nope'" in unknown.stderr
+
+
+# ---- overrides -----------------------------------------------------------------------------------
+
+
+def test_read_only_override_routes_to_the_twin_and_hides_writes(gateway):
+    email, key = person(gateway)
+    added = httpx.post(gateway["url"] + "/api/v1/overrides", json={
+        "kind": "read_only", "target": f"user:{email}", "ttl_seconds": 3600, "reason": "incident drill"},
+        headers=admin(gateway), timeout=10)
+    assert added.status_code == 201, added.text
+    try:
+        time.sleep(2.5)  # the policy (with its overrides) is re-read within 2 s
+        found = run(names(gateway, key, "/mcp/notes"))
+        assert found == ["add", "echo", "fail", "sleep", "whoami"]
+        # notes-ro does not get the notes server's env: its whoami is the default
+        assert text(run(call(gateway, key, "whoami", path="/mcp/notes"))) == "anonymous"
+        with pytest.raises(MCPError):
+            run(call(gateway, key, "write_note", {"name": "n", "body": "b"}, path="/mcp/notes"))
+    finally:
+        httpx.delete(gateway["url"] + f"/api/v1/overrides/{added.json()['id']}", headers=admin(gateway), timeout=10)
+
+
+def test_disable_tool_override_hides_and_refuses_it(gateway):
+    _, key = person(gateway)
+    added = httpx.post(gateway["url"] + "/api/v1/overrides", json={
+        "kind": "disable_tool", "target": "web/add", "ttl_seconds": 3600, "reason": "bad sums"},
+        headers=admin(gateway), timeout=10)
+    assert added.status_code == 201, added.text
+    try:
+        time.sleep(2.5)
+        assert "web__add" not in run(names(gateway, key))
+        with pytest.raises(MCPError) as refused:
+            run(call(gateway, key, "web__add", {"a": 1, "b": 2}))
+        assert "disabled" in refused.value.message
+    finally:
+        httpx.delete(gateway["url"] + f"/api/v1/overrides/{added.json()['id']}", headers=admin(gateway), timeout=10)
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+
+
+def post(gateway, body, key=None, path="/mcp", **headers):
+    return httpx.post(gateway["url"] + path, content=body if isinstance(body, (str, bytes)) else json.dumps(body),
+                      headers={"Authorization": f"Bearer {key or gateway['admin']}", "Content-Type": "application/json",
+                               "Accept": "application/json, text/event-stream", **headers}, timeout=10)
+
+
+def test_unauthenticated_and_forged_keys_get_json_rpc_errors(gateway):
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    missing = httpx.post(gateway["url"] + "/mcp", json=ping, timeout=10)
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == -32013
+    assert "Bearer" in missing.json()["error"]["message"]
+    forged = post(gateway, ping, key="ck_" + "A" * 49)
+    assert forged.status_code == 401 and "jsonrpc" in forged.json()
+    email, _ = person(gateway)
+    read_only_key = httpx.post(gateway["url"] + "/api/v1/keys", json={"user": email, "scopes": ["read"]},
+                               headers=admin(gateway), timeout=10).json()["key"]
+    scoped = post(gateway, ping, key=read_only_key)
+    assert scoped.status_code == 403 and "gateway" in scoped.json()["error"]["message"]
+
+
+def test_malformed_json_rpc_and_unknown_methods(gateway):
+    broken = post(gateway, "{not json", **{"MCP-Protocol-Version": "2025-11-25"})
+    assert broken.status_code == 400 and broken.json()["error"]["code"] == -32700
+    envelope = {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                          "io.modelcontextprotocol/clientCapabilities": {}}}
+    no_envelope = post(gateway, {"jsonrpc": "2.0", "id": 6, "method": "tools/list", "params": {}},
+                       **{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/list"})
+    assert no_envelope.json()["error"]["code"] == -32602 and "_meta" in no_envelope.json()["error"]["message"]
+    unknown = post(gateway, {"jsonrpc": "2.0", "id": 7, "method": "tools/explode", "params": envelope},
+                   **{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/explode"})
+    assert unknown.json()["error"]["code"] == -32601, unknown.json()
+    nested = post(gateway, {"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": 5, **envelope}},
+                  **{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call"})
+    assert nested.json()["error"]["code"] in (-32602, -32600, -32020)  # the SDK's checks: params, headers
+
+
+def test_oversized_arguments_are_refused(gateway):
+    _, key = person(gateway)
+    with pytest.raises(MCPError) as refused:
+        run(call(gateway, key, "notes__echo", {"text": "x" * 1_100_000}))
+    assert "at most" in refused.value.message or refused.value.code == -32600
+
+
+def test_a_session_belongs_to_the_user_who_opened_it(gateway):
+    _, alice = person(gateway)
+    _, mallory = person(gateway)
+    opened = post(gateway, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}, key=alice)
+    session = opened.headers["mcp-session-id"]
+    stolen = post(gateway, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, key=mallory,
+                  **{"Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"})
+    assert stolen.status_code == 404 and "session not found" in stolen.json()["error"]["message"]

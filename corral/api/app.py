@@ -27,6 +27,7 @@ from corral.api.routes import audit as audit_routes
 from corral.api.routes.llm import ModelTraffic
 from corral.api.routes.mcp import McpTraffic
 from corral.api.routes import policy as policy_routes
+from corral.api.routes import tools as tools_routes
 from corral.events.recorder import EventRecorder
 from corral.identity.bootstrap import ensure_admin
 from corral.identity.keys import KeyCache
@@ -191,5 +192,6 @@ def create_app(settings: Settings) -> ASGIApp:
     app.include_router(events_routes.router, prefix="/api/v1")
     app.include_router(policy_routes.router, prefix="/api/v1")
     app.include_router(audit_routes.router, prefix="/api/v1")
+    app.include_router(tools_routes.router, prefix="/api/v1")
     app.add_middleware(ForgetKeysOnChange)
     return RequestIdMiddleware(BodyLimitMiddleware(ModelTraffic(McpTraffic(app)), max_bytes=settings.max_body_bytes))

@@ -27,10 +27,12 @@ def rest_error(status: int, code: str, message: str, rule: str | None = None,
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
-# JSON-RPC codes for the MCP endpoints' HTTP-level errors (implementation-defined range, except
-# the protocol's own invalid-request and internal-error codes).
-_JSONRPC_CODES = {400: -32600, 401: -32001, 403: -32003, 404: -32004, 405: -32600, 413: -32600, 422: -32600,
-                  429: -32029, 500: -32603, 503: -32011}
+# JSON-RPC codes for the MCP endpoints' HTTP-level errors: MCP leaves -32000..-32019 to
+# implementations (the SDK uses -32000 and -32001; -32002 is retired), and the rest are
+# JSON-RPC's own invalid-request and internal-error codes. The gateway's call refusals use
+# -32010..-32012 (corral/gateway/mcp/gateway.py).
+_JSONRPC_CODES = {400: -32600, 401: -32013, 403: -32014, 404: -32004, 405: -32600, 413: -32600, 422: -32600,
+                  429: -32015, 500: -32603, 503: -32011}
 
 
 def jsonrpc_error(status: int, code: str, message: str, rule: str | None = None,

@@ -136,7 +136,8 @@ class Upstream:
         except UpstreamError as error:
             self._failed(ready, error.message)
         except (Exception, asyncio.CancelledError) as error:  # a crash, a refused connection, a bad handshake
-            self._failed(ready, _describe(error))
+            given_up = closing.is_set() and self.last_error  # dropped on purpose: its reason is already known
+            self._failed(ready, self.last_error if given_up else _describe(error))
             if isinstance(error, asyncio.CancelledError) and not closing.is_set():
                 raise
         finally:
