@@ -25,6 +25,7 @@ from corral.identity.tokens import generate_key
 from tests.conftest import BACKENDS, REDIS_URL, free_port, own_database, start_server, stop_server, unique
 
 SERVER = str(Path(__file__).with_name("mcp_server.py"))
+FIXTURES = Path(__file__).parent / "fixtures" / "agents" / "mcp-tools"  # github-mcp-server's 117 tools
 PY = sys.executable
 
 POLICY = """
@@ -47,13 +48,15 @@ mcp_servers:
               timeout_s: 5, health: {{min_requests: 2, error_rate: 1.0, cooldown_s: 60}}}}
   hangs:    {{command: "{py}", args: ["{server}", "--behaviour", "hang-on-call"], trust_annotations: true,
               timeout_s: 1, retries: 1, health: {{min_requests: 100}}}}
-  silent:   {{command: "{py}", args: ["{server}", "--behaviour", "no-init"], timeout_s: 1}}
+  silent:   {{command: "{py}", args: ["{server}", "--behaviour", "no-init"], connect_timeout_s: 1}}
   invalid:  {{command: "{py}", args: ["{server}", "--behaviour", "invalid-result"], trust_annotations: true,
               timeout_s: 5}}
   changing: {{command: "{py}", args: ["{server}", "--behaviour", "changing", "--state-file", "{state}/changing.json"],
               trust_annotations: true}}
   manual:   {{command: "{py}", args: ["{server}"], trust_annotations: true, pinning: manual}}
-  missing:  {{command: "/nonexistent/mcp-server", timeout_s: 2}}
+  missing:  {{command: "/nonexistent/mcp-server", connect_timeout_s: 2}}
+  github:   {{command: "{py}", args: ["{server}", "--tools-from", "{fixtures}"], trust_annotations: true}}
+  github-untrusted: {{command: "{py}", args: ["{server}", "--tools-from", "{fixtures}"]}}
 tools:
   - {{match: "notes/whoami", class: read-only}}
 read_only_alternatives: {{notes: notes-ro}}
@@ -98,7 +101,7 @@ def gateway(request, tmp_path_factory, web_server):
     state = data_dir / "state"
     state.mkdir()
     policy = data_dir / "policy.yaml"
-    policy.write_text(POLICY.format(py=PY, server=SERVER, state=state, http_port=web_server))
+    policy.write_text(POLICY.format(py=PY, server=SERVER, state=state, http_port=web_server, fixtures=FIXTURES))
     admin_key = generate_key()
     shared = {"CORRAL_REDIS_URL": REDIS_URL, "CORRAL_REDIS_PREFIX": unique("corral-test")} \
         if request.param == "postgresql" else {}
@@ -211,6 +214,18 @@ def test_contractor_sees_only_read_only_tools(gateway):
     _, key = person(gateway, teams=["contractors"])
     found = run(names(gateway, key, "/mcp/notes"))
     assert found == ["add", "echo", "fail", "sleep", "whoami"]
+
+
+def test_a_real_servers_117_tools_are_filtered_by_their_trusted_annotations(gateway):
+    read_only = sorted(raw["name"] for raw in (json.loads(path.read_text()) for path in FIXTURES.glob("*.json"))
+                       if raw["annotations"].get("readOnlyHint") is True)
+    _, developer = person(gateway)
+    _, contractor = person(gateway, teams=["contractors"])
+    assert len(run(names(gateway, developer, "/mcp/github"))) == 117  # approval can allow the rest
+    assert run(names(gateway, contractor, "/mcp/github")) == read_only and len(read_only) == 58
+    # the same tools from a server whose annotations are not trusted are all destructive
+    assert run(names(gateway, contractor, "/mcp/github-untrusted")) == []
+    assert text(run(call(gateway, contractor, "github__get_me"))) == "called get_me"
 
 
 def test_mode_without_the_mcp_group_sees_no_tools(gateway):

@@ -41,6 +41,10 @@ def test_the_example_policy_validates():
     ("version: 1\napprovals: {sections: {prose: {}}}\n", "p.yaml:2:24: approvals.sections.prose: 'prose' is not a section"),
     ("version: 1\nmcp_servers:\n  x: {command: a, url: 'http://b'}\n", "p.yaml:3:6: mcp_servers.x: give either `command`"),
     ("version: 1\ntools: [{match: ghost/*, class: read-only}]\n", "p.yaml:2:17: tools[0].match: no MCP server named 'ghost'"),
+    ("version: 1\nmcp_servers:\n  a__b: {command: x}\n", "p.yaml:3:3: mcp_servers.a__b: 'a__b': a server name may not"),
+    ("version: 1\nmcp_servers:\n  a: {command: x}\nread_only_alternatives: {a: b}\n",
+     "p.yaml:4:29: read_only_alternatives.a: no MCP server named 'b'"),
+    ("version: 1\nmcp_servers:\n  a: {command: x, pinning: sometimes}\n", "p.yaml:3:28: mcp_servers.a.pinning: Input"),
 ])
 def test_mistakes_are_reported_where_they_are(text, expected):
     assert any(line.startswith(expected) for line in problems(text)), problems(text)

@@ -142,7 +142,8 @@ class McpServer(Model):
     transport: Literal["streamable-http", "sse"] = "streamable-http"  # for `url` servers
     headers: dict[str, str] = {}
     trust_annotations: bool = False
-    timeout_s: float = Field(30.0, gt=0, le=600)  # per call; connecting has its own bound
+    timeout_s: float = Field(30.0, gt=0, le=600)  # per call
+    connect_timeout_s: float = Field(30.0, gt=0, le=600)  # starting the server and the MCP handshake
     retries: int = Field(1, ge=0, le=5)  # only for read-only or idempotent tools
     pinning: Literal["learn", "manual"] = "learn"  # learn: a tool is pinned when first seen
     approval_wait_s: float = Field(120.0, gt=0, le=3600)  # how long an `approve` call is held
@@ -419,6 +420,10 @@ def _references(policy: Policy) -> list[tuple[Path_, str]]:
         server = entry.match.split("/", 1)[0]
         if "*" not in server and server not in policy.mcp_servers:
             found.append((("tools", index, "match"), f"no MCP server named {server!r} in `mcp_servers`"))
+    for name in policy.mcp_servers:
+        if "__" in name:
+            found.append((("mcp_servers", f"{name}:key"), f"{name!r}: a server name may not contain '__', which "
+                          "separates the server from the tool in /mcp's tool names (server__tool)"))
     for server, twin in policy.read_only_alternatives.items():
         for name, where in ((server, f"{server}:key"), (twin, server)):
             if name not in policy.mcp_servers:

@@ -5,7 +5,7 @@ A connection lives in a task of its own (the SDK's client must be entered and le
 task) and is shared by every caller; calls are multiplexed over it. A connection that breaks (a
 crashed process, a closed stream) is dropped and made again on the next use, no sooner than its
 back-off allows, and the number of stdio processes Corral runs at once is bounded. Every wait
-has a bound: connecting and each call are limited by the server's `timeout_s`.
+has a bound: connecting by the server's `connect_timeout_s`, each request by its `timeout_s`.
 """
 
 from __future__ import annotations
@@ -103,12 +103,12 @@ class Upstream:
             self._task = asyncio.create_task(self._run(self._ready, self._closing), name=f"corral-mcp-{self.name}")
         ready = self._ready
         try:
-            async with asyncio.timeout(self.config.timeout_s):
+            async with asyncio.timeout(self.config.connect_timeout_s):
                 return await asyncio.shield(ready)
         except TimeoutError:
             self._give_up(ready, "it did not complete the MCP handshake in time")
             raise UpstreamError("timeout", f"MCP server {self.name} did not answer the handshake within "
-                                           f"{self.config.timeout_s:g} s") from None
+                                           f"{self.config.connect_timeout_s:g} s") from None
 
     def _give_up(self, ready: asyncio.Future[Client], why: str) -> None:
         if not ready.done():
@@ -157,7 +157,6 @@ class Upstream:
 
     def _connect(self) -> AbstractAsyncContextManager[Client]:
         config = self.config
-        timeout = config.timeout_s
         if config.command is not None:
             env = resolve_secrets(config.env, "its env")
             transport: Any = StdioServerParameters(command=config.command, args=list(config.args), env=env,
@@ -166,10 +165,10 @@ class Upstream:
             headers = resolve_secrets(config.headers, "its header")
             assert config.url is not None
             if config.transport == "sse":
-                transport = sse_client(config.url, headers=headers, timeout=timeout)
+                transport = sse_client(config.url, headers=headers, timeout=config.connect_timeout_s)
             else:
                 transport = streamable_http_client(config.url, http_client=create_mcp_http_client(headers=headers))
-        return Client(transport, read_timeout_seconds=timeout, cache=None)
+        return Client(transport, read_timeout_seconds=config.timeout_s, cache=None)
 
     def _disconnect(self, why: str) -> None:
         """Drop the connection (it is made again on the next use)."""
