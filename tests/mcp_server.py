@@ -11,7 +11,8 @@ each, as a real server listed them), every call answering "called NAME". `--beha
 fault:
 
     normal          everything works
-    crash-on-call   the process exits (status 3) on any tools/call; listing still works
+    crash-on-call   the process exits (status 3) on any tools/call (unless the state file holds
+                    "crash": false); listing still works
     hang-on-call    tools/call never answers
     no-init         reads requests but never answers anything, not even initialize
     invalid-result  tools/call answers {"content": "not a list"}, which is not a CallToolResult
@@ -95,7 +96,7 @@ async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
 
 
 async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-    if behaviour == "crash-on-call":
+    if behaviour == "crash-on-call" and read_state().get("crash", True):
         os._exit(3)
     if behaviour == "hang-on-call":
         await asyncio.Event().wait()

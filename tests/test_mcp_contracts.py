@@ -105,7 +105,15 @@ def test_judging_learns_quarantines_and_waits_for_pins():
 @pytest.mark.parametrize("arguments, expected", [
     ({"owner": "acme", "token": "abc"}, {"owner": "acme", "token": REDACTED}),
     ({"headers": {"Authorization": "Bearer xyz"}}, {"headers": {"Authorization": REDACTED}}),
-    ({"body": "use ghp_" + "a" * 36}, {"body": REDACTED}),
+    ({"body": "use ghp_" + "a" * 36}, {"body": f"use {REDACTED}"}),
+    ({"auth": {"user": "u", "pass": "hunter2"}}, {"auth": REDACTED}),  # everything under a secret's name
+    ({"dsn": "postgres://app:pw@db/prod"}, {"dsn": f"postgres://app:{REDACTED}@db/prod"}),
+    ({"header": {"name": "Authorization", "value": "Bearer abcdef123"}},
+     {"header": {"name": "Authorization", "value": REDACTED}}),
+    ({"note": "curl -H 'Bearer abcdef123456'"}, {"note": f"curl -H 'Bearer {REDACTED}'"}),
+    ({"jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl"}, {"jwt": REDACTED}),
+    ({"stripe": "sk_live_abcdefghijkl"}, {"stripe": REDACTED}),
+    ({"plain": "nothing secret here", "count": 3}, {"plain": "nothing secret here", "count": 3}),
     ({"command": "deploy --api-key=s3cr3t now"}, {"command": f"deploy --api-key={REDACTED} now"}),
     ({"items": [{"password": 1234}, "plain"]}, {"items": [{"password": REDACTED}, "plain"]}),
     ({"keyboard": "qwerty"}, {"keyboard": REDACTED}),  # a name with `key` in it: redacted, to be safe

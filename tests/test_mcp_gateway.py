@@ -46,6 +46,8 @@ mcp_servers:
               trust_annotations: true, timeout_s: 5}}
   crashy:   {{command: "{py}", args: ["{server}", "--behaviour", "crash-on-call"], trust_annotations: true,
               timeout_s: 5, health: {{min_requests: 2, error_rate: 1.0, cooldown_s: 60}}}}
+  flaky:    {{command: "{py}", args: ["{server}", "--behaviour", "crash-on-call", "--state-file", "{state}/flaky.json"],
+              trust_annotations: true, health: {{min_requests: 2, error_rate: 1.0, cooldown_s: 4}}}}
   hangs:    {{command: "{py}", args: ["{server}", "--behaviour", "hang-on-call"], trust_annotations: true,
               timeout_s: 1, retries: 1, health: {{min_requests: 100}}}}
   silent:   {{command: "{py}", args: ["{server}", "--behaviour", "no-init"], connect_timeout_s: 1}}
@@ -598,3 +600,106 @@ def test_a_session_belongs_to_the_user_who_opened_it(gateway):
     stolen = post(gateway, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, key=mallory,
                   **{"Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"})
     assert stolen.status_code == 404 and "session not found" in stolen.json()["error"]["message"]
+    unknown = post(gateway, {"jsonrpc": "2.0", "id": 3, "method": "tools/list"}, key=alice,
+                   **{"Mcp-Session-Id": "made-up", "MCP-Protocol-Version": "2025-11-25"})
+    assert unknown.status_code == 404
+
+
+def test_a_disabled_server_is_probed_after_its_cool_down_and_restored(gateway):
+    _, key = person(gateway)
+    state = gateway["state"] / "flaky.json"
+    state.write_text(json.dumps({"crash": True}))
+    for _ in range(2):
+        with pytest.raises(MCPError):
+            run(call(gateway, key, "flaky__echo", {"text": "x"}))
+    with pytest.raises(MCPError) as disabled:
+        run(call(gateway, key, "flaky__echo", {"text": "x"}))
+    assert "temporarily disabled" in disabled.value.message
+    state.write_text(json.dumps({"crash": False}))  # the server is fixed
+    time.sleep(4.5)  # the cool-down is over: the next call probes it
+    assert text(run(call(gateway, key, "flaky__echo", {"text": "back"}))) == "echo: back"
+    assert wait_for(lambda: [e for e in events(gateway, "mcp.server.restored") if e["resource"] == "flaky"])
+    assert text(run(call(gateway, key, "flaky__echo", {"text": "again"}))) == "echo: again"
+
+
+def modern(gateway, key, method, params, **headers):
+    """One 2026-07-28 request, by hand, declaring elicitation as the client's capability."""
+    envelope = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}}}
+    extra = {"Mcp-Name": params["name"]} if "name" in params else {}
+    reply = post(gateway, {"jsonrpc": "2.0", "id": 1, "method": method, "params": {**params, "_meta": envelope}},
+                 key=key, **{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method, **extra, **headers})
+    return reply.json()
+
+
+def test_a_client_cannot_confirm_by_itself_reuse_or_redirect_a_confirmation(gateway):
+    _, key = person(gateway)
+    accept = {"corral-confirm": {"action": "accept"}}
+    arguments = {"name": "forged", "body": "b"}
+    forged = modern(gateway, key, "tools/call", {"name": "web__write_note", "arguments": arguments,
+                                                 "inputResponses": accept})
+    assert "request_state Corral issued" in forged["error"]["message"]
+    asked = modern(gateway, key, "tools/call", {"name": "web__write_note", "arguments": arguments})
+    state = asked["result"]["requestState"]
+    assert asked["result"]["resultType"] == "input_required" and "web/write_note" in json.dumps(asked["result"])
+    other = modern(gateway, key, "tools/call", {"name": "web__write_note", "arguments": {"name": "x", "body": "evil"},
+                                                "inputResponses": accept, "requestState": state})
+    assert "for another call" in other["error"]["message"]
+    _, mallory = person(gateway)
+    stolen = modern(gateway, mallory, "tools/call", {"name": "web__write_note", "arguments": arguments,
+                                                     "inputResponses": accept, "requestState": state})
+    assert "for another call" in stolen["error"]["message"]
+    confirmed = modern(gateway, key, "tools/call", {"name": "web__write_note", "arguments": arguments,
+                                                    "inputResponses": accept, "requestState": state})
+    assert confirmed["result"]["content"][0]["text"] == "wrote forged"
+    replayed = modern(gateway, key, "tools/call", {"name": "web__write_note", "arguments": arguments,
+                                                   "inputResponses": accept, "requestState": state})
+    assert "used already" in replayed["error"]["message"]
+
+
+def test_a_held_call_is_decided_again_once_approved(gateway):
+    email, key = person(gateway)
+    _, approver_key = person(gateway, roles=("approver",))
+    thread, outcome = held_call(gateway, key, "notes__delete_note", {"name": "whatever"})
+    [pending] = pending_for(gateway, email)
+    added = httpx.post(gateway["url"] + "/api/v1/overrides", json={
+        "kind": "disable_tool", "target": "notes/delete_note", "ttl_seconds": 3600, "reason": "incident"},
+        headers=admin(gateway), timeout=10)
+    try:
+        time.sleep(2.5)  # the override reaches the gateway's policy
+        approved = corral_cli(gateway, approver_key, "approvals", "approve", str(pending["id"]))
+        assert approved.returncode == 0, approved.stderr
+        thread.join(30)
+        assert isinstance(outcome["error"], MCPError)
+        assert "after it was approved" in outcome["error"].message and "disabled" in outcome["error"].message
+    finally:
+        httpx.delete(gateway["url"] + f"/api/v1/overrides/{added.json()['id']}", headers=admin(gateway), timeout=10)
+
+
+def test_resources_and_prompts_pass_the_same_gate(gateway):
+    _, key = person(gateway)
+
+    async def browse(path, **headers):
+        async with connect(gateway, key, path, headers=headers) as client:
+            resources = await client.list_resources()
+            read = await client.read_resource("note://readme")
+            prompt = await client.get_prompt("greet" if path != "/mcp" else "web__greet", {"name": "Ada"})
+            return resources, read, prompt
+
+    resources, read, prompt = run(browse("/mcp/web"))
+    assert [str(r.uri) for r in resources.resources] == ["note://readme"]
+    assert read.contents[0].text == "hello from the test server"
+    assert prompt.messages[0].content.text == "Hello, Ada"
+    with pytest.raises(MCPError) as no_group:
+        run(browse("/mcp/web", **{"X-Corral-Mode": "ask"}))
+    assert "'mcp' tool group" in no_group.value.message
+    added = httpx.post(gateway["url"] + "/api/v1/overrides", json={
+        "kind": "disable_server", "target": "web", "ttl_seconds": 3600, "reason": "incident"},
+        headers=admin(gateway), timeout=10)
+    try:
+        time.sleep(2.5)
+        with pytest.raises(MCPError) as closed:
+            run(browse("/mcp/web"))
+        assert "disabled by an override" in closed.value.message
+    finally:
+        httpx.delete(gateway["url"] + f"/api/v1/overrides/{added.json()['id']}", headers=admin(gateway), timeout=10)

@@ -159,7 +159,8 @@ def create_app(settings: Settings) -> ASGIApp:
         corral = Corral(settings=settings, database=database, recorder=recorder, oidc=oidc, policy=policy, audit=audit,
                         checkpointer=Checkpointer(database, signer, settings.checkpoint_seconds),
                         llm=LlmGateway(policy, recorder, Spending(counters, database), settings.task_idle_seconds),
-                        mcp=McpGateway(policy, recorder, audit, database, counters, settings.mcp_max_stdio),
+                        mcp=McpGateway(policy, recorder, audit, database, counters, settings.mcp_max_stdio,
+                                       signer.private_key),
                         keys=KeyCache(settings.key_cache_seconds))
         app.state.corral = corral
         recorder.start()
@@ -194,4 +195,4 @@ def create_app(settings: Settings) -> ASGIApp:
     app.include_router(audit_routes.router, prefix="/api/v1")
     app.include_router(tools_routes.router, prefix="/api/v1")
     app.add_middleware(ForgetKeysOnChange)
-    return RequestIdMiddleware(BodyLimitMiddleware(ModelTraffic(McpTraffic(app)), max_bytes=settings.max_body_bytes))
+    return RequestIdMiddleware(BodyLimitMiddleware(McpTraffic(ModelTraffic(app), app), max_bytes=settings.max_body_bytes))

@@ -205,7 +205,7 @@ KEY_COLUMNS = ["id", "prefix", "user", "name", "scopes", "status", "expires_at",
 def key_create(
     user: Annotated[str, typer.Option(help="The owner's email.")],
     name: Annotated[str, typer.Option(help="What the key is for.")] = "",
-    scope: Annotated[Optional[list[str]], typer.Option(help="admin, gateway, ingest or read (repeatable); "
+    scope: Annotated[Optional[list[str]], typer.Option(help="admin, gateway, ingest, read or policy (repeatable); "
                                                        "default gateway, ingest, read.")] = None,
     expires_in: Annotated[Optional[str], typer.Option(help="Lifetime: 90m, 12h, 30d, 2w.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the key.")] = False,

@@ -31,6 +31,9 @@ _LOOKS_SECRET = re.compile(
 _SECRET_NAME = re.compile(r"(key|token|secret|password|passwd|auth|credential|cookie)", re.IGNORECASE)
 
 
+SECRET_VALUE = _LOOKS_SECRET  # for redacting such values out of text
+
+
 def looks_secret(text: str) -> bool:
     """Whether a text holds what looks like a real credential."""
     return _LOOKS_SECRET.search(text) is not None

@@ -19,7 +19,8 @@ from corral.errors import CorralError
 
 from corral.api.auth import authenticate
 from corral.gateway.llm.dialects import Dialect
-from corral.gateway.llm.proxy import Call, client_of, parse_body
+from corral.gateway.clients import client_of
+from corral.gateway.llm.proxy import Call, parse_body
 
 
 async def _call(request: Request, dialect: Dialect, operation: str) -> Call:

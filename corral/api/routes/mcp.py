@@ -1,7 +1,8 @@
 """The MCP endpoints, `/mcp` and `/mcp/{server}`: in front of the REST app like the model
 endpoints. Every HTTP message is authenticated (a `gateway`-scoped key or an OIDC token) before
 the SDK's Streamable HTTP transport sees it, and a session is bound to the user who opened it:
-anyone else presenting its id is told it does not exist. Errors are JSON-RPC errors."""
+anyone else presenting its id, or an id this replica did not issue, is told it does not exist
+(sessions live in the replica that opened them). Errors are JSON-RPC errors."""
 
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ MAX_SESSIONS = 20_000  # owners remembered; the SDK's own session limit is lower
 
 
 class McpTraffic:
-    def __init__(self, app: ASGIApp) -> None:
+    """In front of the model endpoints' fast path and the REST app (`api`, whose state it uses)."""
+
+    def __init__(self, app: ASGIApp, api: ASGIApp) -> None:
         self.app = app
+        self.api = api
         self._owners: OrderedDict[str, int] = OrderedDict()  # session id -> user id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -27,7 +31,7 @@ class McpTraffic:
         if not is_mcp_path(path):
             await self.app(scope, receive, send)
             return
-        scope["app"] = self.app
+        scope["app"] = self.api
         request = Request(scope, receive)
         server = path[len("/mcp/"):].strip("/") or None
         if server is not None and "/" in server:
@@ -43,9 +47,11 @@ class McpTraffic:
             await unexpected_error(request, error)(scope, receive, send)
             return
         session = request.headers.get("mcp-session-id")
-        if session is not None and self._owners.get(session, principal.user_id) != principal.user_id:
+        if session is not None and self._owners.get(session) != principal.user_id:  # unknown, or someone else's
             await jsonrpc_error(404, "not_found", "session not found; start a new one")(scope, receive, send)
             return
+        if session is not None and scope["method"] == "DELETE":
+            self._owners.pop(session, None)
         scope["corral.mcp_server"] = server
         gateway = request.app.state.corral.mcp
 

@@ -16,7 +16,7 @@ from corral.api.auth import authenticate
 from corral.api.bodies import Strict
 from corral.errors import Forbidden
 from corral.gateway.mcp import approvals
-from corral.gateway.mcp.gateway import check_server, pin_server, server_status
+from corral.gateway.mcp.operators import check_server, pin_server, server_status
 from corral.identity.access import Principal
 
 router = APIRouter(tags=["mcp"])
@@ -45,10 +45,9 @@ async def list_approvals(request: Request, caller: Caller,
                          limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     """Held tool calls, newest first (approvers, admins and auditors see everyone's)."""
     caller.require("read")
+    only = None if caller.roles.intersection(SEES_ALL) else caller.email
     async with request.app.state.corral.database.read() as connection:
-        found = await approvals.list_approvals(connection, None if status == "all" else status, limit)
-    if not caller.roles.intersection(SEES_ALL):
-        found = [entry for entry in found if entry["requested_by"] == caller.email]
+        found = await approvals.list_approvals(connection, None if status == "all" else status, limit, only)
     return {"approvals": found}
 
 
@@ -57,7 +56,7 @@ async def show_approval(request: Request, approval_id: ApprovalId, caller: Calle
     caller.require("read")
     async with request.app.state.corral.database.read() as connection:
         found = await approvals.get_approval(connection, approval_id)
-    if found["requested_by"] != caller.email and not caller.roles.intersection(SEES_ALL):
+    if found["requested_by"] != caller.email.lower() and not caller.roles.intersection(SEES_ALL):
         raise Forbidden("you may see only your own approvals")
     return found
 

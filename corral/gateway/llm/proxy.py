@@ -387,21 +387,6 @@ class LlmGateway:
                    tokens_out=usage.output_tokens, cost_usd=result.cost)
 
 
-_CLIENTS = (("roocode", "roo-code"), ("roo code", "roo-code"), ("roo-code", "roo-code"), ("roo-cline", "roo-code"),
-            ("cline", "cline"), ("claude-cli", "claude-code"), ("claude-code", "claude-code"),
-            ("openai/python", "openai-sdk"), ("openai/js", "openai-sdk"), ("anthropic/python", "anthropic-sdk"),
-            ("anthropic/js", "anthropic-sdk"))  # first match wins: Roo's referer names Roo-Cline
-
-
-def client_of(headers: dict[str, str]) -> str:
-    """Which agent is calling, from what it says about itself (User-Agent, X-Title, originator)."""
-    said = " ".join(headers.get(name, "") for name in ("user-agent", "x-title", "originator", "http-referer")).lower()
-    for marker, client in _CLIENTS:
-        if marker in said:
-            return client
-    return "other"
-
-
 def _check_known(asked: str, policy: Policy) -> None:
     provider, slash, model = asked.partition("/")
     if asked not in policy.profiles and not (slash and model and provider in policy.providers):

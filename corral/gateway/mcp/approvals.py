@@ -21,30 +21,46 @@ from corral.audit.ledger import record_change
 from corral.errors import Conflict, Forbidden, NotFound
 from corral.events.model import Event, utcnow
 from corral.identity.access import Principal
-from corral.policy.schema import looks_secret, secret_name
+from corral.policy.schema import SECRET_VALUE, secret_name
 from corral.store.database import Database
 from corral.store.tables import tool_approvals
 
 APPROVER_ROLES = ("approver", "admin")
 POLL_S = 0.25  # how often a held call looks for a decision made on another replica
 REDACTED = "[redacted]"
-_ASSIGNMENT = re.compile(r"(?i)\b([a-z0-9_-]*(?:key|token|secret|password|passwd|auth|credential|cookie)[a-z0-9_-]*)"
-                         r"(\s*[=:]\s*)(\S+)")
+_NAMED = r"[a-z0-9_-]*(?:key|token|secret|password|passwd|pwd|auth|credential|cookie)[a-z0-9_-]*"
+# Secrets inside text: credentials by their shape, `Bearer ...`, JWTs, a URL's password, and
+# `name=value` / `name: value` where the name is a secret's.
+_IN_TEXT = [
+    (SECRET_VALUE, lambda m: REDACTED),
+    (re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{10,}"), lambda m: REDACTED),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), lambda m: REDACTED),
+    (re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=-]{6,}"), lambda m: f"{m[1]}{m[2]}{REDACTED}"),
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/\s@]+:)[^@\s/]+@"), lambda m: f"{m[1]}{REDACTED}@"),
+    (re.compile(rf"(?i)\b({_NAMED})(\s*[=:]\s*)(?!\[redacted\])(\S+)"), lambda m: f"{m[1]}{m[2]}{REDACTED}"),
+]
+
+
+def redact_text(text: str) -> str:
+    for pattern, replace in _IN_TEXT:
+        text = pattern.sub(replace, text)
+    return text
 
 
 def redact(value: Any, name: str = "") -> Any:
-    """Arguments as an approver may see them: values under secret-looking names, values that look
-    like credentials and `name=value` assignments of secrets are replaced."""
-    if isinstance(value, dict):
-        return {key: redact(item, str(key)) for key, item in value.items()}
-    if isinstance(value, list):
-        return [redact(item, name) for item in value]
-    if isinstance(value, str):
-        if (name and secret_name(name)) or looks_secret(value):
-            return REDACTED
-        return _ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", value)
+    """Arguments as an approver may see them: everything under a secret's name (`token`,
+    `password`, `auth`, ...), the value of a `{"name": "Authorization", "value": ...}` pair, and
+    secrets inside text are replaced."""
     if name and secret_name(name) and value is not None and not isinstance(value, bool):
         return REDACTED
+    if isinstance(value, dict):
+        label = next((value[k] for k in ("name", "key", "header") if isinstance(value.get(k), str)), "")
+        hidden = secret_name(label) if label else False
+        return {key: REDACTED if hidden and key == "value" else redact(item, str(key)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    if isinstance(value, str):
+        return redact_text(value)
     return value
 
 
@@ -87,9 +103,11 @@ async def get_approval(connection: AsyncConnection, approval_id: int) -> dict[st
     return _public(row)
 
 
-async def list_approvals(connection: AsyncConnection, status: str | None = "pending",
-                         limit: int = 100) -> list[dict[str, Any]]:
+async def list_approvals(connection: AsyncConnection, status: str | None = "pending", limit: int = 100,
+                         requested_by: str | None = None) -> list[dict[str, Any]]:
     query = select(tool_approvals).order_by(tool_approvals.c.id.desc()).limit(limit)
+    if requested_by is not None:
+        query = query.where(tool_approvals.c.requested_by == requested_by.lower())
     now = utcnow()
     if status == "pending":
         query = query.where(tool_approvals.c.status == "pending", tool_approvals.c.expires_at > now)
@@ -162,12 +180,21 @@ class Waiters:
         finally:
             self._events.pop(approval_id, None)
 
-    async def _expire(self, approval_id: int) -> str:
-        async with self._database.transaction() as connection:
-            changed = (await connection.execute(
-                update(tool_approvals).where(tool_approvals.c.id == approval_id, tool_approvals.c.status == "pending")
-                .values(status="expired", decided_at=utcnow()))).rowcount
-            if changed == 1:
-                return "expired"
-            return (await connection.execute(select(tool_approvals.c.status)
-                                             .where(tool_approvals.c.id == approval_id))).scalar_one()
+    async def _expire(self, approval_id: int, why: str = "") -> str:
+        return await close_unanswered(self._database, approval_id, why)
+
+
+async def close_unanswered(database: Database, approval_id: int, why: str = "") -> str:
+    """Expire an approval nobody decided in time (or whose caller went away, `why`); return its
+    final status, which an approver may have set meanwhile."""
+    async with asyncio.timeout(10), database.transaction() as connection:
+        changed = (await connection.execute(
+            update(tool_approvals).where(tool_approvals.c.id == approval_id, tool_approvals.c.status == "pending")
+            .values(status="expired", decided_at=utcnow(), message=why))).rowcount
+        found = await get_approval(connection, approval_id)
+        if changed == 1:
+            await record_change(connection, Event(
+                kind="approval.expired", action="tool.call", user_email=found["requested_by"],
+                resource=f"{found['server']}/{found['tool']}", decision="approve", outcome="expired",
+                attributes={"approval_id": approval_id, "why": why or "not decided in time"}))
+        return found["status"]

@@ -26,11 +26,15 @@ from corral.store.tables import tool_pins
 PINS_TTL_S = 5.0  # pins made on another replica are seen within this time
 
 
+def annotations_of(tool: types.Tool) -> dict[str, Any] | None:
+    """A tool's annotations as they are on the wire (`readOnlyHint`, ...)."""
+    return tool.annotations.model_dump(by_alias=True, exclude_none=True) if tool.annotations else None
+
+
 def definition(tool: types.Tool) -> dict[str, Any]:
     """The parts of a tool that make its contract, as plain JSON."""
-    annotations = tool.annotations.model_dump(by_alias=True, exclude_none=True) if tool.annotations else None
     return {"name": tool.name, "description": tool.description, "inputSchema": tool.input_schema,
-            "annotations": annotations}
+            "annotations": annotations_of(tool)}
 
 
 def fingerprint(tool: types.Tool) -> str:

@@ -3,9 +3,10 @@ with the official SDK's client over stdio (Corral spawns the process), Streamabl
 
 A connection lives in a task of its own (the SDK's client must be entered and left in the same
 task) and is shared by every caller; calls are multiplexed over it. A connection that breaks (a
-crashed process, a closed stream) is dropped and made again on the next use, no sooner than its
-back-off allows, and the number of stdio processes Corral runs at once is bounded. Every wait
-has a bound: connecting by the server's `connect_timeout_s`, each request by its `timeout_s`.
+crashed process, a closed stream) is dropped and made again on the next use, at once the first
+time and then no sooner than its back-off allows, and the number of stdio processes Corral runs
+at once is bounded. Every wait has a bound: connecting by the server's `connect_timeout_s`, each
+request (a whole paged listing included) by its `timeout_s`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import mcp_types as types
@@ -28,13 +29,13 @@ from corral.policy.schema import McpServer
 
 log = logging.getLogger("corral.mcp")
 TOOLS_TTL_S = 10.0  # how long a server's tool list is trusted before it is fetched again
-BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # between reconnections after failures
-CONNECTION_LOST = (-32000,)  # the SDK's "connection closed"
+BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # between attempts to connect after failures
+MAX_PAGES = 100  # a server that pages forever is cut off
 T = TypeVar("T")
 
 
 class UpstreamError(Exception):
-    """A call that did not get an answer from the server, with its category (`timeout`,
+    """A request that did not get an answer from the server, with its category (`timeout`,
     `upstream_error`, `protocol_error`, `unavailable`) and a message a person can act on."""
 
     def __init__(self, category: str, message: str) -> None:
@@ -75,7 +76,8 @@ class Upstream:
         self._task: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[Client] | None = None
         self._closing = asyncio.Event()
-        self._failures = 0
+        self._closed = False
+        self._failures = 0  # attempts to connect that failed in a row
         self._next_attempt = 0.0
         self._tools: list[types.Tool] | None = None
         self._tools_at = 0.0
@@ -93,7 +95,9 @@ class Upstream:
         """The connected client, connecting first if needed (single-flight)."""
         if self._client is not None:
             return self._client
-        if self._ready is None or self._ready.done() and self._ready.exception() is not None:
+        if self._closed:
+            raise UpstreamError("unavailable", f"MCP server {self.name} was removed or reconfigured; call again")
+        if self._ready is None:
             wait = self._next_attempt - time.monotonic()
             if wait > 0:
                 raise UpstreamError("unavailable", f"MCP server {self.name} is reconnecting after failures "
@@ -106,85 +110,85 @@ class Upstream:
             async with asyncio.timeout(self.config.connect_timeout_s):
                 return await asyncio.shield(ready)
         except TimeoutError:
-            self._give_up(ready, "it did not complete the MCP handshake in time")
+            self.last_error = "it did not complete the MCP handshake in time"
+            self._drop()
             raise UpstreamError("timeout", f"MCP server {self.name} did not answer the handshake within "
                                            f"{self.config.connect_timeout_s:g} s") from None
 
-    def _give_up(self, ready: asyncio.Future[Client], why: str) -> None:
-        if not ready.done():
-            ready.set_exception(UpstreamError("unavailable", f"MCP server {self.name}: {why}"))
-            ready.exception()  # retrieved: the waiter that gave up has its own error
-        self._disconnect(why)
-
     async def _run(self, ready: asyncio.Future[Client], closing: asyncio.Event) -> None:
         stdio = self.config.command is not None
-        if stdio:
-            if self._slots.used >= self._slots.limit:
-                self._failed(ready, f"Corral already runs {self._slots.limit} stdio MCP servers "
-                                    "(CORRAL_MCP_MAX_STDIO)")
-                return
-            self._slots.used += 1
+        if stdio and self._slots.used >= self._slots.limit:
+            self._settle(ready, f"Corral already runs {self._slots.limit} stdio MCP servers (CORRAL_MCP_MAX_STDIO)")
+            return
+        self._slots.used += stdio
         client: Client | None = None
         try:
             async with self._connect() as client:
                 self._client = client
                 self.protocol_version = client.protocol_version
                 self._failures = 0
-                if not ready.done():
-                    ready.set_result(client)
+                ready.set_result(client)
                 await closing.wait()
-        except UpstreamError as error:
-            self._failed(ready, error.message)
         except (Exception, asyncio.CancelledError) as error:  # a crash, a refused connection, a bad handshake
-            given_up = closing.is_set() and self.last_error  # dropped on purpose: its reason is already known
-            self._failed(ready, self.last_error if given_up else _describe(error))
+            dropped = closing.is_set() and self.last_error  # dropped on purpose: its reason is known
+            self._settle(ready, self.last_error if dropped else _describe(error))
             if isinstance(error, asyncio.CancelledError) and not closing.is_set():
                 raise
         finally:
+            self._slots.used -= stdio
             if self._client is client:  # not a newer connection made meanwhile
                 self._client = None
-            if stdio:
-                self._slots.used -= 1
+            if self._ready is ready:  # the next caller connects afresh
+                self._ready = None
 
-    def _failed(self, ready: asyncio.Future[Client], why: str) -> None:
+    def _settle(self, ready: asyncio.Future[Client], why: str) -> None:
+        """An attempt that ended: count it if it never connected, and tell whoever waits."""
         self.last_error = why
-        self._failures += 1
-        self._next_attempt = time.monotonic() + BACKOFF_S[min(self._failures, len(BACKOFF_S)) - 1]
         if not ready.done():
+            self._failures += 1
+            self._next_attempt = time.monotonic() + BACKOFF_S[min(self._failures, len(BACKOFF_S)) - 1]
             ready.set_exception(UpstreamError("unavailable", f"MCP server {self.name} cannot be reached: {why}"))
-            ready.exception()
-        log.warning("MCP server %s: %s", self.name, why)
+            ready.exception()  # retrieved: each waiter raises its own error
+            log.warning("MCP server %s: %s", self.name, why)
 
-    def _connect(self) -> AbstractAsyncContextManager[Client]:
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[Client]:
         config = self.config
         if config.command is not None:
             env = resolve_secrets(config.env, "its env")
-            transport: Any = StdioServerParameters(command=config.command, args=list(config.args), env=env,
-                                                   cwd=config.cwd)
-        else:
-            headers = resolve_secrets(config.headers, "its header")
-            assert config.url is not None
-            if config.transport == "sse":
-                transport = sse_client(config.url, headers=headers, timeout=config.connect_timeout_s)
-            else:
-                transport = streamable_http_client(config.url, http_client=create_mcp_http_client(headers=headers))
-        return Client(transport, read_timeout_seconds=config.timeout_s, cache=None)
+            server = StdioServerParameters(command=config.command, args=list(config.args), env=env, cwd=config.cwd)
+            async with Client(server, read_timeout_seconds=config.timeout_s, cache=None) as client:
+                yield client
+            return
+        headers = resolve_secrets(config.headers, "its header")
+        assert config.url is not None
+        if config.transport == "sse":
+            transport = sse_client(config.url, headers=headers, timeout=config.connect_timeout_s)
+            async with Client(transport, read_timeout_seconds=config.timeout_s, cache=None) as client:
+                yield client
+            return
+        async with create_mcp_http_client(headers=headers) as http:  # closed with the connection
+            transport = streamable_http_client(config.url, http_client=http)
+            async with Client(transport, read_timeout_seconds=config.timeout_s, cache=None) as client:
+                yield client
 
-    def _disconnect(self, why: str) -> None:
-        """Drop the connection (it is made again on the next use)."""
+    def _drop(self, client: Client | None = None) -> None:
+        """Drop the connection (`client`'s, if given and still the current one); the next use
+        connects again."""
+        if client is not None and client is not self._client:
+            return  # a late error from a connection already replaced
         self._client = None
         self._tools = None
+        self._ready = None
         self._closing.set()
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        self._ready = None
-        self.last_error = why
 
     async def close(self) -> None:
-        self._closing.set()
+        self._closed = True
+        self._drop()
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
             await asyncio.wait({task}, timeout=5)
 
     # ---- requests ------------------------------------------------------------------------
@@ -200,23 +204,20 @@ class Upstream:
         except TimeoutError:
             raise UpstreamError("timeout", f"MCP server {self.name} did not answer {what} within {timeout:g} s") from None
         except MCPError as error:
-            if error.code in CONNECTION_LOST:
-                self._lost(f"the connection closed during {what}")
+            if error.code == types.CONNECTION_CLOSED:
+                self.last_error = f"the connection closed during {what}"
+                self._drop(client)
                 raise UpstreamError("unavailable", f"MCP server {self.name} closed the connection during {what}; "
-                                                   "it is restarted on the next call") from None
+                                                   "it is started again on the next call") from None
             raise UpstreamError("upstream_error", f"MCP server {self.name} answered {what} with an error: "
                                                   f"{error.message}") from None
         except (ValueError, RuntimeError, TypeError) as error:  # pydantic's ValidationError is a ValueError
             raise UpstreamError("protocol_error", f"MCP server {self.name} answered {what} with an invalid "
                                                   f"result: {_short(error)}") from None
-        except (OSError, EOFError, Exception) as error:
-            self._lost(_describe(error))
-            raise UpstreamError("unavailable", f"MCP server {self.name} failed during {what}: {_describe(error)}") from None
-
-    def _lost(self, why: str) -> None:
-        self._failures += 1
-        self._next_attempt = time.monotonic() + BACKOFF_S[min(self._failures, len(BACKOFF_S)) - 1] / 2
-        self._disconnect(why)
+        except Exception as error:  # the transport broke (a dead process, a reset connection)
+            self.last_error = _describe(error)
+            self._drop(client)
+            raise UpstreamError("unavailable", f"MCP server {self.name} failed during {what}: {self.last_error}") from None
 
     async def tools(self, refresh: bool = False) -> list[types.Tool]:
         """The server's tools, every page, fetched again after TOOLS_TTL_S (single-flight)."""
@@ -227,14 +228,20 @@ class Upstream:
         return await asyncio.shield(self._listing)
 
     async def _list_tools(self) -> list[types.Tool]:
-        tools: list[types.Tool] = []
-        cursor: str | None = None
-        for _ in range(100):  # a server that pages forever is cut off
-            page = await self.request("tools/list", lambda c, cursor=cursor: c.list_tools(cursor=cursor))
-            tools.extend(page.tools)
-            cursor = page.next_cursor
-            if not cursor:
-                break
+        async def every_page(client: Client) -> list[types.Tool]:
+            tools: list[types.Tool] = []
+            cursor: str | None = None
+            seen: set[str] = set()
+            for _ in range(MAX_PAGES):
+                page = await client.list_tools(cursor=cursor)
+                tools.extend(page.tools)
+                cursor = page.next_cursor
+                if not cursor or cursor in seen:
+                    break
+                seen.add(cursor)
+            return tools
+
+        tools = await self.request("tools/list", every_page)  # one deadline for every page
         self._tools, self._tools_at = tools, time.monotonic()
         return tools
 
