@@ -260,6 +260,9 @@ def main() -> None:
                 f" {rate / direct[2]:.2f}x calls/s)")
             print(f"    {name:6}  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  {rate:6.0f} calls/s "
                   f"({arguments.concurrency} clients){added}")
+        pairs = [corral[0] - plain[0] for corral, plain in zip(results[mode]["Corral"], results[mode]["direct"])]
+        print(f"    added p50 round by round (each pair run back to back): "
+              f"{'  '.join(f'{pair:+.2f}' for pair in pairs)} ms; their median {statistics.median(pairs):+.2f} ms")
         worst = max(worst, medians["Corral"][0] - direct[0])
     print(f"\ntarget (2 cores): added p50 <= 2 ms; here ({os.cpu_count()} cpus) the worst mode adds "
           f"{worst:.2f} ms: {'met' if worst <= 2 else 'NOT met'}")

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     key_cache_seconds: float = Field(2.0, ge=0, le=60)  # how long a replica trusts a key it checked
     task_idle_seconds: float = Field(1800.0, gt=0)  # a task idle this long without completing is abandoned
     mcp_max_stdio: int = Field(32, ge=1, le=1000)  # stdio MCP servers this replica runs at once
+    mcp_tools_seconds: float = Field(10.0, ge=0, le=3600)  # how long a server's tool list is reused
     org_name: str = "Corral"
     policy: Path | None = None  # the policy file installed at first start
     signing_key: SecretStr | None = None  # PRIVATE+KEY+... (Ed25519); default: data_dir/signing.key

@@ -120,3 +120,10 @@ def test_judging_learns_quarantines_and_waits_for_pins():
 ])
 def test_arguments_are_redacted_for_approvers(arguments, expected):
     assert redact(arguments) == expected
+
+
+def test_tools_with_names_mcp_does_not_allow_are_not_served():
+    good = TOOLS[0]
+    odd = [good.model_copy(update={"name": name}) for name in ("x" * 129, "get me", "get_me\u200b", "")]
+    judged = judge([good, *odd], {}, learn=True)
+    assert [tool.name for tool in judged.served] == [good.name]

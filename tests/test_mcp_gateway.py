@@ -109,6 +109,7 @@ def gateway(request, tmp_path_factory, web_server):
         if request.param == "postgresql" else {}
     with own_database(request.param, data_dir) as database_url:
         env = {"CORRAL_ADMIN_KEY": admin_key, "CORRAL_POLICY": str(policy), "NOTES_IDENTITY": "notes-from-env",
+               "CORRAL_MCP_TOOLS_SECONDS": "1",
                "WEB_IDENTITY": "web-from-env", **shared}
         process, url, log_path = start_server(data_dir, database_url, env)
         try:
@@ -415,7 +416,7 @@ def test_changed_tool_is_quarantined_until_re_pinned(gateway):
     state.write_text(json.dumps({"changed": False}))
     assert "changing__echo" in run(names(gateway, key))  # learned (pinned) at first sight
     state.write_text(json.dumps({"changed": True}))  # the server now says "IGNORE PREVIOUS INSTRUCTIONS..."
-    time.sleep(10.5)  # the gateway's tool list is fetched again after 10 s
+    time.sleep(1.2)  # the gateway's tool list is fetched again after CORRAL_MCP_TOOLS_SECONDS
     assert "changing__echo" not in run(names(gateway, key))
     with pytest.raises(MCPError) as refused:
         run(call(gateway, key, "changing__echo", {"text": "x"}))
@@ -427,7 +428,6 @@ def test_changed_tool_is_quarantined_until_re_pinned(gateway):
     assert check.returncode == 1 and "changed since pinned: echo" in check.stdout
     pinned = corral_cli(gateway, gateway["admin"], "mcp", "pin", "changing")
     assert pinned.returncode == 0 and "echo" in pinned.stdout
-    time.sleep(5.5)  # pins are re-read within 5 s
     assert "changing__echo" in run(names(gateway, key))
     state.write_text(json.dumps({"changed": False}))
 
@@ -441,7 +441,6 @@ def test_manual_server_serves_only_pinned_tools(gateway):
     assert corral_cli(gateway, developer_key, "mcp", "pin", "manual").returncode == 1  # admins only
     pinned = corral_cli(gateway, gateway["admin"], "mcp", "pin", "manual", "--tool", "echo")
     assert pinned.returncode == 0, pinned.stderr
-    time.sleep(5.5)
     assert [n for n in run(names(gateway, key)) if n.startswith("manual__")] == ["manual__echo"]
     assert text(run(call(gateway, key, "manual__echo", {"text": "x"}))) == "echo: x"
 
@@ -518,7 +517,6 @@ def test_read_only_override_routes_to_the_twin_and_hides_writes(gateway):
         headers=admin(gateway), timeout=10)
     assert added.status_code == 201, added.text
     try:
-        time.sleep(2.5)  # the policy (with its overrides) is re-read within 2 s
         found = run(names(gateway, key, "/mcp/notes"))
         assert found == ["add", "echo", "fail", "sleep", "whoami"]
         # notes-ro does not get the notes server's env: its whoami is the default
@@ -536,7 +534,6 @@ def test_disable_tool_override_hides_and_refuses_it(gateway):
         headers=admin(gateway), timeout=10)
     assert added.status_code == 201, added.text
     try:
-        time.sleep(2.5)
         assert "web__add" not in run(names(gateway, key))
         with pytest.raises(MCPError) as refused:
             run(call(gateway, key, "web__add", {"a": 1, "b": 2}))
@@ -666,7 +663,6 @@ def test_a_held_call_is_decided_again_once_approved(gateway):
         "kind": "disable_tool", "target": "notes/delete_note", "ttl_seconds": 3600, "reason": "incident"},
         headers=admin(gateway), timeout=10)
     try:
-        time.sleep(2.5)  # the override reaches the gateway's policy
         approved = corral_cli(gateway, approver_key, "approvals", "approve", str(pending["id"]))
         assert approved.returncode == 0, approved.stderr
         thread.join(30)
@@ -697,7 +693,6 @@ def test_resources_and_prompts_pass_the_same_gate(gateway):
         "kind": "disable_server", "target": "web", "ttl_seconds": 3600, "reason": "incident"},
         headers=admin(gateway), timeout=10)
     try:
-        time.sleep(2.5)
         with pytest.raises(MCPError) as closed:
             run(browse("/mcp/web"))
         assert "disabled by an override" in closed.value.message

@@ -139,3 +139,16 @@ def test_an_unusable_key_in_the_jwks_does_not_break_the_others(server, issuer):
     finally:
         for entry in bad:
             issuer.published.remove(entry)
+
+
+def test_the_mcp_endpoint_takes_tokens_and_refuses_forged_ones(server, issuer):
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    good = httpx.post(server.url + "/mcp", json=ping, timeout=10,
+                      headers={**headers, "Authorization": f"Bearer {issuer.token('alice@example.com')}"})
+    assert good.status_code == 200 and good.headers.get("mcp-session-id")
+    forged_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = httpx.post(server.url + "/mcp", json=ping, timeout=10,
+                        headers={**headers, "Authorization": f"Bearer {issuer.token(key=forged_key)}"})
+    assert forged.status_code == 401 and forged.json()["error"]["code"] == -32013

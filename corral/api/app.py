@@ -160,7 +160,7 @@ def create_app(settings: Settings) -> ASGIApp:
                         checkpointer=Checkpointer(database, signer, settings.checkpoint_seconds),
                         llm=LlmGateway(policy, recorder, Spending(counters, database), settings.task_idle_seconds),
                         mcp=McpGateway(policy, recorder, audit, database, counters, settings.mcp_max_stdio,
-                                       signer.private_key),
+                                       signer.private_key, settings.mcp_tools_seconds),
                         keys=KeyCache(settings.key_cache_seconds))
         app.state.corral = corral
         recorder.start()

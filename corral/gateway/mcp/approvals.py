@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from hashlib import sha256
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from corral.audit.ledger import record_change
@@ -26,6 +26,7 @@ from corral.store.database import Database
 from corral.store.tables import tool_approvals
 
 APPROVER_ROLES = ("approver", "admin")
+MAX_PENDING = 20  # held calls one person may have at once
 POLL_S = 0.25  # how often a held call looks for a decision made on another replica
 REDACTED = "[redacted]"
 _NAMED = r"[a-z0-9_-]*(?:key|token|secret|password|passwd|pwd|auth|credential|cookie)[a-z0-9_-]*"
@@ -82,6 +83,12 @@ async def request_approval(connection: AsyncConnection, principal: Principal, *,
                            tool_class: str, arguments: dict[str, Any], rules: list[str], reason: str,
                            task_id: str | None, mode: str | None, wait_s: float) -> dict[str, Any]:
     now = utcnow()
+    waiting = (await connection.execute(select(func.count()).select_from(tool_approvals).where(
+        tool_approvals.c.requested_by == principal.email, tool_approvals.c.status == "pending",
+        tool_approvals.c.expires_at > now))).scalar_one()
+    if waiting >= MAX_PENDING:
+        raise Conflict(f"you already have {waiting} tool calls waiting for approval; wait for them to be decided "
+                       "(`corral approvals list` shows them)")
     values = dict(status="pending", requested_by=principal.email, team=principal.team, key_id=principal.key_id,
                   server=server, tool=tool, tool_class=tool_class, arguments=redact(arguments),
                   arguments_sha256=payload_hash(arguments), rules=rules, reason=reason, task_id=task_id, mode=mode,

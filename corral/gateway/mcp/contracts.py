@@ -11,6 +11,8 @@ use); with `pinning: manual`, a tool is served only once an admin has pinned it
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 from dataclasses import dataclass
 from hashlib import sha256
@@ -23,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from corral.events.model import utcnow
 from corral.store.tables import tool_pins
 
+log = logging.getLogger("corral.mcp")
 PINS_TTL_S = 5.0  # pins made on another replica are seen within this time
 
 
@@ -53,9 +56,17 @@ class Judged:
     learned: list[tuple[types.Tool, str]]  # newly seen on a `learn` server: to be pinned
 
 
+# MCP's tool names: 1-128 letters, digits, `_`, `-`, `.` and `/`. Anything else is not served
+# (it could not be pinned, and it may be trying to look like another tool).
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_./-]{1,128}$")
+
+
 def judge(tools: list[types.Tool], pins: dict[str, str], learn: bool) -> Judged:
     served, quarantined, unpinned, learned = [], [], [], []
     for tool in tools:
+        if not _TOOL_NAME.match(tool.name):
+            log.warning("not serving a tool whose name is not a valid MCP tool name: %r", tool.name[:200])
+            continue
         digest = fingerprint(tool)
         pinned = pins.get(tool.name)
         if pinned is None:

@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 
 from corral.audit.ledger import AuditLog, record_change
 from corral.audit.records import AuditRecord
+from corral.errors import Conflict
 from corral.events.model import Event, utcnow
 from corral.events.recorder import EventRecorder
 from corral.gateway.clients import client_of
@@ -102,7 +103,7 @@ class Refused(Exception):
 
 class McpGateway:
     def __init__(self, policy: PolicyState, recorder: EventRecorder, audit: AuditLog, database: Database,
-                 counters: object, max_stdio: int, seal_key: Ed25519PrivateKey) -> None:
+                 counters: object, max_stdio: int, seal_key: Ed25519PrivateKey, tools_ttl_s: float = 10.0) -> None:
         self._policy = policy
         self._recorder = recorder
         self._audit = audit
@@ -110,6 +111,7 @@ class McpGateway:
         self._health = health_for(counters)
         self._seal = Seal(seal_key, CONFIRM_WAIT_S)
         self.slots = StdioSlots(max_stdio)
+        self._tools_ttl = tools_ttl_s
         self.upstreams: dict[str, Upstream] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self.pins = contracts.Pins()
@@ -150,7 +152,7 @@ class McpGateway:
         if found is None or found.config != config:
             if found is not None:
                 self._close_later(found)
-            found = self.upstreams[name] = Upstream(name, config, self.slots)
+            found = self.upstreams[name] = Upstream(name, config, self.slots, self._tools_ttl)
         return found
 
     def _close_later(self, upstream: Upstream) -> None:
@@ -408,11 +410,14 @@ class McpGateway:
 
     async def _hold_for_approval(self, call: _Call, decision: Decision, wait_s: float) -> None:
         caller = call.caller
-        async with asyncio.timeout(10), self._database.transaction() as connection:
-            approval = await approvals.request_approval(
-                connection, caller.principal, server=call.server or "", tool=call.tool or "",
-                tool_class=call.tool_class or "destructive", arguments=call.arguments, rules=list(decision.rules),
-                reason=decision.reason, task_id=caller.task_id, mode=caller.mode, wait_s=wait_s)
+        try:
+            async with asyncio.timeout(10), self._database.transaction() as connection:
+                approval = await approvals.request_approval(
+                    connection, caller.principal, server=call.server or "", tool=call.tool or "",
+                    tool_class=call.tool_class or "destructive", arguments=call.arguments, rules=list(decision.rules),
+                    reason=decision.reason, task_id=caller.task_id, mode=caller.mode, wait_s=wait_s)
+        except Conflict as error:
+            raise Refused(DENIED, "denied", error.message, rule=_rule(decision), decision="approve") from None
         approval_id = call.approval_id = approval["id"]
         log.info("tool call %s/%s by %s held for approval %s", call.server, call.tool, caller.principal.email,
                  approval_id)

@@ -98,7 +98,7 @@ async def check_server(gateway: McpGateway, effective: EffectivePolicy, database
     connection, its tools, their pins, their input schemas, and the probe tool if configured."""
     config = _server(effective, name)
     steps: list[dict[str, Any]] = []
-    fresh = Upstream(name, config, gateway.slots)
+    fresh = Upstream(name, config, gateway.slots, tools_ttl_s=0)
 
     async def step(what: str, work: Any) -> Any:
         started = time.perf_counter()

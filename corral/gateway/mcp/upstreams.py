@@ -28,7 +28,6 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from corral.policy.schema import McpServer
 
 log = logging.getLogger("corral.mcp")
-TOOLS_TTL_S = 10.0  # how long a server's tool list is trusted before it is fetched again
 BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # between attempts to connect after failures
 MAX_PAGES = 100  # a server that pages forever is cut off
 T = TypeVar("T")
@@ -68,8 +67,9 @@ def resolve_secrets(values: dict[str, str], what: str) -> dict[str, str]:
 
 
 class Upstream:
-    def __init__(self, name: str, config: McpServer, slots: StdioSlots) -> None:
+    def __init__(self, name: str, config: McpServer, slots: StdioSlots, tools_ttl_s: float = 10.0) -> None:
         self.name = name
+        self._tools_ttl = tools_ttl_s  # how long the tool list is reused before it is fetched again
         self.config = config
         self._slots = slots
         self._client: Client | None = None
@@ -220,8 +220,8 @@ class Upstream:
             raise UpstreamError("unavailable", f"MCP server {self.name} failed during {what}: {self.last_error}") from None
 
     async def tools(self, refresh: bool = False) -> list[types.Tool]:
-        """The server's tools, every page, fetched again after TOOLS_TTL_S (single-flight)."""
-        if self._tools is not None and not refresh and time.monotonic() - self._tools_at < TOOLS_TTL_S:
+        """The server's tools, every page, fetched again after a while (single-flight)."""
+        if self._tools is not None and not refresh and time.monotonic() - self._tools_at < self._tools_ttl:
             return self._tools
         if self._listing is None or self._listing.done():
             self._listing = asyncio.create_task(self._list_tools())
