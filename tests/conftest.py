@@ -223,9 +223,12 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="session", params=BACKENDS)
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, issuer: Issuer
            ) -> Iterator[Server]:
-    """One `corral serve` per backend, shared by the tests of the session."""
+    """One `corral serve` per backend, shared by the tests of the session. Pytest may stop it and
+    start it again when the order of tests switches backends; it then restarts on the same data
+    directory (and so the same signing key), as a real server would."""
     backend = request.param
-    data_dir = tmp_path_factory.mktemp(f"corral-{backend}")
+    data_dir = tmp_path_factory.getbasetemp() / f"corral-{backend}"
+    data_dir.mkdir(exist_ok=True)
     database_url = database_url_for(backend, request, data_dir)
     admin_key = generate_key()
     env = {"CORRAL_ADMIN_KEY": admin_key, "CORRAL_MAX_BODY_BYTES": str(64 * 1024),

@@ -54,6 +54,7 @@ class Judged:
     quarantined: list[tuple[types.Tool, str]]  # (tool, the pinned hash)
     unpinned: list[types.Tool]
     learned: list[tuple[types.Tool, str]]  # newly seen on a `learn` server: to be pinned
+    by_name: dict[str, types.Tool]  # the served ones
 
 
 # MCP's tool names: 1-128 letters, digits, `_`, `-`, `.` and `/`. Anything else is not served
@@ -79,7 +80,7 @@ def judge(tools: list[types.Tool], pins: dict[str, str], learn: bool) -> Judged:
             served.append(tool)
         else:
             quarantined.append((tool, pinned))
-    return Judged(served, quarantined, unpinned, learned)
+    return Judged(served, quarantined, unpinned, learned, {tool.name: tool for tool in served})
 
 
 class Pins:
@@ -88,6 +89,7 @@ class Pins:
     def __init__(self) -> None:
         self._pins: dict[str, dict[str, str]] = {}
         self._read_at = -PINS_TTL_S
+        self.generation = 0  # changes whenever pins may have changed
 
     def stale(self) -> bool:
         return time.monotonic() - self._read_at >= PINS_TTL_S
@@ -100,10 +102,13 @@ class Pins:
         for server, tool, digest in (await connection.execute(
                 select(tool_pins.c.server, tool_pins.c.tool, tool_pins.c.sha256))).all():
             pins.setdefault(server, {})[tool] = digest
+        if pins != self._pins:
+            self.generation += 1
         self._pins, self._read_at = pins, time.monotonic()
 
     def forget(self) -> None:
         self._read_at = -PINS_TTL_S
+        self.generation += 1
 
 
 async def pin(connection: AsyncConnection, server: str, tools: list[types.Tool], by: str,

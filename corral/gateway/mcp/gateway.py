@@ -118,6 +118,7 @@ class McpGateway:
         self.waiters = approvals.Waiters(database)
         self._reported: set[tuple[str, str, str]] = set()  # (server, tool, hash) contract changes recorded here
         self.disabled: set[str] = set()  # servers this process has reported as cooling down
+        self._judged: dict[str, tuple[tuple[int, int, bool], list[types.Tool], contracts.Judged]] = {}
         self._resources: dict[str, str | None] = {}  # uri -> the server listing it (None: several do), for /mcp
         # get_tool_input_schema: the 2026-07-28 transport would otherwise run a whole tools/list
         # (every server) before each call to check Mcp-Param headers, which Corral does not use.
@@ -167,7 +168,14 @@ class McpGateway:
         if self.pins.stale():
             async with asyncio.timeout(10), self._database.read() as connection:
                 await self.pins.load(connection)
-        judged = contracts.judge(tools, self.pins.of(name), learn=config.pinning == "learn")
+        learn = config.pinning == "learn"
+        key = (id(tools), self.pins.generation, learn)
+        cached = self._judged.get(name)
+        if cached is not None and cached[0] == key and cached[1] is tools:
+            return cached[2]  # the same list and the same pins: judged already (hashing every tool costs)
+        judged = contracts.judge(tools, self.pins.of(name), learn=learn)
+        if not judged.learned and not judged.quarantined:
+            self._judged[name] = (key, tools, judged)
         if judged.learned:
             await self._learn(name, [tool for tool, _ in judged.learned])
         for tool, pinned in judged.quarantined:
@@ -350,9 +358,9 @@ class McpGateway:
                 if error.category in FAILURES:
                     await self._record_health(server, config, failed=True)
                 raise Refused(UNAVAILABLE, "unavailable", error.message) from None
-            for tool in judged.served:
-                if tool.name == name:
-                    return tool
+            found = judged.by_name.get(name)
+            if found is not None:
+                return found
             for tool, _ in judged.quarantined:
                 if tool.name == name:
                     raise Refused(DENIED, "denied", f"tool {server}/{name} changed since it was pinned (its "
