@@ -29,6 +29,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/decide.py
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/mcp.py
 
 clean:
 	rm -rf $(VENV) .corral .pytest_cache .hypothesis

@@ -25,10 +25,6 @@ import argparse
 import asyncio
 import json
 import math
-import os
-import resource
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,7 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from machine import describe  # noqa: E402
+from machine import describe, free_port, percentile, raise_file_limit, start, stop, wait_ready  # noqa: E402
 
 CHAT = {"model": "bench", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
 CONNECTIONS = 64
@@ -94,7 +90,7 @@ async def upstream_app(scope, receive, send):  # noqa: ANN001, ANN201 - a raw AS
 def run_upstream(port: int) -> None:
     import uvicorn
 
-    _raise_file_limit()
+    raise_file_limit()
     uvicorn.run(upstream_app, host="127.0.0.1", port=port, log_level="error", loop="uvloop", http="httptools",
                 access_log=False, backlog=4096)
 
@@ -220,8 +216,8 @@ async def open_streams(port: int, raw: bytes, count: int, pid: int) -> tuple[int
     connections: list[Connection] = []
     opened = 0
     try:
-        for start in range(0, count, 100):  # connect in waves: a listen backlog is finite
-            batch = [await Connection.open(port) for _ in range(min(100, count - start))]
+        for first in range(0, count, 100):  # connect in waves: a listen backlog is finite
+            batch = [await Connection.open(port) for _ in range(min(100, count - first))]
             connections += batch
             results = await asyncio.gather(*(asyncio.wait_for(c.first_chunk(raw), 30) for c in batch),
                                            return_exceptions=True)
@@ -235,42 +231,14 @@ async def open_streams(port: int, raw: bytes, count: int, pid: int) -> tuple[int
 # ---- the servers under test ------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
-def _raise_file_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
 
 
-def wait_ready(port: int, path: str, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-                if sock.recv(64).startswith(b"HTTP/1.1"):
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing answered on port {port} within {seconds:.0f} s")
 
 
-def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-                                preexec_fn=_raise_file_limit, start_new_session=True)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 def rss_mb(pid: int) -> float:
@@ -334,9 +302,6 @@ def start_litellm(scratch: Path, upstream: int) -> tuple[subprocess.Popen[bytes]
 # ---- the run ---------------------------------------------------------------------------------
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
 
 
 def measure(port: int, key: str | None, path: str, stream: bool, rate: int, seconds: float) -> dict[str, float]:
@@ -360,7 +325,7 @@ def main() -> None:
     if arguments.upstream:
         run_upstream(arguments.upstream)
         return
-    _raise_file_limit()
+    raise_file_limit()
     seconds = 3.0 if arguments.quick else arguments.seconds
     streams = 200 if arguments.quick else OPEN_STREAMS
     print(describe())

@@ -29,8 +29,6 @@ import asyncio
 import importlib.util
 import math
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,7 +44,8 @@ _machine = importlib.util.spec_from_file_location("machine", HERE / "machine.py"
 assert _machine is not None and _machine.loader is not None
 machine = importlib.util.module_from_spec(_machine)
 _machine.loader.exec_module(machine)
-describe = machine.describe
+describe, free_port, percentile, start, stop, wait_ready = (
+    machine.describe, machine.free_port, machine.percentile, machine.start, machine.stop, machine.wait_ready)
 
 import httpx  # noqa: E402
 from mcp import Client  # noqa: E402
@@ -118,53 +117,19 @@ async def calls_per_second(url: str, key: str | None, mode: str, concurrency: in
 # ---- the servers -------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
-def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=15)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=5)
 
 
-def wait_ready(process: subprocess.Popen[bytes], port: int, path: str, log: Path, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{path} server exited with {process.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.settimeout(2)
-                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
-                if sock.recv(64).startswith(b"HTTP/1.1"):
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing answered on port {port} within {seconds:.0f} s:\n{log.read_text()[-2000:]}")
 
 
 def start_mcp_server(scratch: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     log = scratch / "mcp-server.log"
     process = start([sys.executable, str(SERVER_SCRIPT), "--http", str(port)], {}, log)
-    wait_ready(process, port, "/mcp", log)
+    wait_ready(port, "/mcp", 60, process, log)
     return process, port
 
 
@@ -176,7 +141,7 @@ def start_corral(scratch: Path, upstream: int) -> tuple[subprocess.Popen[bytes],
     process = start([str(Path(sys.executable).parent / "corral"), "serve"], {
         "CORRAL_DATA_DIR": str(scratch / "corral"), "CORRAL_DATABASE_URL": f"sqlite:///{scratch / 'corral.db'}",
         "CORRAL_PORT": str(port), "CORRAL_ADMIN_KEY": admin, "CORRAL_POLICY": str(scratch / "policy.yaml")}, log)
-    wait_ready(process, port, "/readyz", log)
+    wait_ready(port, "/readyz", 60, process, log)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {admin}"},
                       timeout=10) as api:
         created = api.post("/api/v1/users", json={"email": "bench@example.com", "roles": ["developer"]})
@@ -189,9 +154,6 @@ def start_corral(scratch: Path, upstream: int) -> tuple[subprocess.Popen[bytes],
 # ---- the run -----------------------------------------------------------------------------------
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else math.nan
 
 
 def main() -> None:

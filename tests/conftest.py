@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -209,6 +210,25 @@ def start_server(data_dir: Path, database_url: str, env: dict[str, str], demo: b
         time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"corral serve did not become ready: {log_path.read_text()}")
+
+
+@contextmanager
+def listening(command: list[str], url: str, timeout: float = 30, env: dict[str, str] | None = None) -> Iterator[None]:
+    """Run a server process (its own process group) until the with-block ends, once `url` answers."""
+    process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
 
 
 def stop_server(process: subprocess.Popen[bytes]) -> None:

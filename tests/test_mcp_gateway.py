@@ -22,7 +22,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from corral.identity.tokens import generate_key
-from tests.conftest import BACKENDS, REDIS_URL, free_port, own_database, start_server, stop_server, unique
+from tests.conftest import BACKENDS, REDIS_URL, free_port, listening, own_database, start_server, stop_server, unique
 
 SERVER = str(Path(__file__).with_name("mcp_server.py"))
 FIXTURES = Path(__file__).parent / "fixtures" / "agents" / "mcp-tools"  # github-mcp-server's 117 tools
@@ -83,18 +83,8 @@ rules:
 def web_server(tmp_path_factory):
     """The test server over Streamable HTTP, as a remote MCP server would be."""
     port = free_port()
-    process = subprocess.Popen([PY, SERVER, "--http", str(port)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
-            break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    yield port
-    process.terminate()
-    process.wait(timeout=10)
+    with listening([PY, SERVER, "--http", str(port)], f"http://127.0.0.1:{port}/mcp"):
+        yield port
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

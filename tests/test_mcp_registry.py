@@ -6,12 +6,10 @@ goes through, and what they do is checked on disk."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -19,7 +17,7 @@ import pytest
 from mcp import MCPError
 
 from corral.identity.tokens import generate_key
-from tests.conftest import free_port, own_database, start_server, stop_server
+from tests.conftest import free_port, listening, own_database, start_server, stop_server
 from tests.test_mcp_gateway import admin, call, names, pending_for, person, run, text
 
 BIN = Path(sys.executable).parent
@@ -57,19 +55,9 @@ rules:
 def sse_server():
     """server-everything over its SSE transport, as a remote server would be."""
     port = free_port()
-    process = subprocess.Popen([NPX, "-y", "@modelcontextprotocol/server-everything", "sse"],
-                               env={**os.environ, "PORT": str(port)}, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120  # npx may fetch the package first
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
-            break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    yield port
-    os.killpg(process.pid, 15)
-    process.wait(timeout=10)
+    with listening([NPX, "-y", "@modelcontextprotocol/server-everything", "sse"], f"http://127.0.0.1:{port}/",
+                   timeout=120, env={"PORT": str(port)}):  # npx may fetch the package first
+        yield port
 
 
 @pytest.fixture(scope="module")
