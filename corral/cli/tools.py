@@ -13,7 +13,8 @@ approvals_app = typer.Typer(help="Tool calls held for an approver's decision.", 
 mcp_app = typer.Typer(help="The MCP servers behind the gateway: status, pins, checks.", no_args_is_help=True)
 
 APPROVAL_COLUMNS = ["id", "status", "requested_by", "server", "tool", "tool_class", "arguments", "expires_at"]
-SERVER_COLUMNS = ["name", "transport", "status", "tools", "quarantined", "unpinned", "calls_last_hour", "error_rate"]
+SERVER_COLUMNS = ["name", "transport", "status", "tools", "quarantined", "unpinned", "calls_last_hour", "error_rate",
+                  "error"]
 
 
 @approvals_app.command("list")
