@@ -12,7 +12,6 @@ durable. `record_change` is how control-plane changes are recorded: event and au
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -20,14 +19,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from functools import lru_cache
-from hashlib import sha256
 
 from sqlalchemy import create_engine, select, update
 from sqlalchemy.pool import NullPool
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from corral.audit.merkle import MerkleTree, levels_of
-from corral.audit.records import AuditRecord, StoredRow, checked_leaf_hashes
+from corral.audit.records import AuditRecord, StoredRow, checked_leaf_hashes, payload_sha256
 from corral.events.model import Event
 from corral.events.recorder import record_event
 from corral.store.database import Database, sync_url
@@ -55,10 +53,9 @@ async def record_change(connection: AsyncConnection, event: Event) -> AuditRecor
     transaction, so the change, the event and the record commit together or not at all. The
     record keeps the SHA-256 of the event's attributes (the payload), not the attributes."""
     await record_event(connection, event)
-    payload = json.dumps(event.attributes, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     record = AuditRecord(actor=event.user_email or "corral", action=event.action or event.kind,
                          resource=event.resource or "", decision=event.decision, outcome=event.outcome,
-                         payload_sha256=sha256(payload.encode("utf-8", "surrogatepass")).hexdigest())
+                         payload_sha256=payload_sha256(event.attributes))
     return (await append_records(connection, [record]))[0]
 
 

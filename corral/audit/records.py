@@ -7,6 +7,7 @@ record names its payload (prompt, arguments, output) only by SHA-256, never hold
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -15,6 +16,13 @@ from hashlib import sha256
 from json.encoder import encode_basestring
 
 from corral.audit.merkle import leaf_hash
+
+
+def payload_sha256(value: object) -> str:
+    """How a payload (arguments, a result, an event's attributes, a tool's definition) is named:
+    the hex SHA-256 of its sorted-key, compact JSON in UTF-8."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def now_text() -> str:

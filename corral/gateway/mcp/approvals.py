@@ -8,16 +8,15 @@ Every decision is recorded as an event and in the audit ledger.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from datetime import datetime, timedelta
-from hashlib import sha256
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from corral.audit.ledger import record_change
+from corral.audit.records import payload_sha256
 from corral.errors import Conflict, Forbidden, NotFound
 from corral.events.model import Event, utcnow
 from corral.identity.access import Principal
@@ -65,11 +64,6 @@ def redact(value: Any, name: str = "") -> Any:
     return value
 
 
-def payload_hash(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 def _public(row: Any, now: datetime | None = None) -> dict[str, Any]:
     found = dict(row._mapping)
     if found["status"] == "pending" and (now or utcnow()) >= found["expires_at"]:
@@ -91,7 +85,7 @@ async def request_approval(connection: AsyncConnection, principal: Principal, *,
                        "(`corral approvals list` shows them)")
     values = dict(status="pending", requested_by=principal.email, team=principal.team, key_id=principal.key_id,
                   server=server, tool=tool, tool_class=tool_class, arguments=redact(arguments),
-                  arguments_sha256=payload_hash(arguments), rules=rules, reason=reason, task_id=task_id, mode=mode,
+                  arguments_sha256=payload_sha256(arguments), rules=rules, reason=reason, task_id=task_id, mode=mode,
                   created_at=now, expires_at=now + timedelta(seconds=wait_s), message="")
     approval_id = (await connection.execute(insert(tool_approvals).values(**values)
                                             .returning(tool_approvals.c.id))).scalar_one()

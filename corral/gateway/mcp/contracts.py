@@ -10,18 +10,17 @@ use); with `pinning: manual`, a tool is served only once an admin has pinned it
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 from dataclasses import dataclass
-from hashlib import sha256
 from typing import Any
 
 import mcp_types as types
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from corral.audit.records import payload_sha256
 from corral.events.model import utcnow
 from corral.store.tables import tool_pins
 
@@ -41,8 +40,7 @@ def definition(tool: types.Tool) -> dict[str, Any]:
 
 
 def fingerprint(tool: types.Tool) -> str:
-    canonical = json.dumps(definition(tool), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+    return payload_sha256(definition(tool))
 
 
 @dataclass(frozen=True)

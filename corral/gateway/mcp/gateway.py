@@ -34,7 +34,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from sqlalchemy.exc import IntegrityError
 
 from corral.audit.ledger import AuditLog, record_change
-from corral.audit.records import AuditRecord
+from corral.audit.records import AuditRecord, payload_sha256
 from corral.errors import Conflict
 from corral.events.model import Event, utcnow
 from corral.events.recorder import EventRecorder
@@ -118,7 +118,8 @@ class McpGateway:
         self.waiters = approvals.Waiters(database)
         self._reported: set[tuple[str, str, str]] = set()  # (server, tool, hash) contract changes recorded here
         self.disabled: set[str] = set()  # servers this process has reported as cooling down
-        self._judged: dict[str, tuple[tuple[int, int, bool], list[types.Tool], contracts.Judged]] = {}
+        # server -> (the tool list judged, the pins' generation, learn?, the judgement)
+        self._judged: dict[str, tuple[list[types.Tool], int, bool, contracts.Judged]] = {}
         self._resources: dict[str, str | None] = {}  # uri -> the server listing it (None: several do), for /mcp
         # get_tool_input_schema: the 2026-07-28 transport would otherwise run a whole tools/list
         # (every server) before each call to check Mcp-Param headers, which Corral does not use.
@@ -169,17 +170,15 @@ class McpGateway:
             async with asyncio.timeout(10), self._database.read() as connection:
                 await self.pins.load(connection)
         learn = config.pinning == "learn"
-        key = (id(tools), self.pins.generation, learn)
         cached = self._judged.get(name)
-        if cached is not None and cached[0] == key and cached[1] is tools:
-            return cached[2]  # the same list and the same pins: judged already (hashing every tool costs)
+        if cached is not None and cached[0] is tools and cached[1:3] == (self.pins.generation, learn):
+            return cached[3]  # the same list and the same pins: judged already (hashing every tool costs)
         judged = contracts.judge(tools, self.pins.of(name), learn=learn)
-        if not judged.learned and not judged.quarantined:
-            self._judged[name] = (key, tools, judged)
         if judged.learned:
-            await self._learn(name, [tool for tool, _ in judged.learned])
+            await self._learn(name, [tool for tool, _ in judged.learned])  # new pins: judged afresh next time
         for tool, pinned in judged.quarantined:
             await self._contract_changed(name, tool, pinned)
+        self._judged[name] = (tools, self.pins.generation, learn, judged)  # once every change is recorded
         return judged
 
     async def _learn(self, server: str, tools: list[types.Tool]) -> None:
@@ -473,7 +472,7 @@ class McpGateway:
             call.category, call.error = None, None
             call.outcome = "error" if result.is_error else "ok"
             dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-            call.result_sha256 = approvals.payload_hash(dumped)
+            call.result_sha256 = payload_sha256(dumped)
             if config.store_payloads:
                 call.result = approvals.redact(dumped)
             await self._record_health(call.server or "", config, failed=False)
@@ -556,9 +555,18 @@ class McpGateway:
     def _one_server(self, caller: Caller, server: str) -> Caller:
         return dataclasses.replace(caller, server=server)
 
+    @staticmethod
+    def _cursor(caller: Caller, params: types.PaginatedRequestParams | None) -> str | None:
+        """Paging passes through on /mcp/{server}; /mcp lists each server's first page."""
+        return params.cursor if params is not None and caller.server is not None else None
+
+    @staticmethod
+    def _next_cursor(caller: Caller, listed: list[tuple[str, Any]]) -> str | None:
+        return listed[0][1].next_cursor if caller.server is not None and listed else None
+
     async def _list_resources(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
         caller = caller_of(ctx)
-        cursor = params.cursor if params is not None and caller.server is not None else None
+        cursor = self._cursor(caller, params)
         listed = await self._each(caller, "resources/list", lambda c: c.list_resources(cursor=cursor))
         resources = []
         for server, page in listed:
@@ -567,8 +575,7 @@ class McpGateway:
                 if len(self._resources) < 100_000 or uri in self._resources:
                     self._resources[uri] = server if self._resources.get(uri, server) == server else None
                 resources.append(resource)
-        next_cursor = listed[0][1].next_cursor if caller.server is not None and listed else None
-        return types.ListResourcesResult(resources=resources, next_cursor=next_cursor)
+        return types.ListResourcesResult(resources=resources, next_cursor=self._next_cursor(caller, listed))
 
     async def _list_resource_templates(self, ctx: Any, params: types.PaginatedRequestParams | None
                                        ) -> types.ListResourceTemplatesResult:
@@ -590,15 +597,14 @@ class McpGateway:
 
     async def _list_prompts(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
         caller = caller_of(ctx)
-        cursor = params.cursor if params is not None and caller.server is not None else None
+        cursor = self._cursor(caller, params)
         listed = await self._each(caller, "prompts/list", lambda c: c.list_prompts(cursor=cursor))
         prompts = []
         for server, page in listed:
             for prompt in page.prompts:
                 name = prompt.name if caller.server is not None else f"{server}{SEPARATOR}{prompt.name}"
                 prompts.append(prompt.model_copy(update={"name": name}))
-        next_cursor = listed[0][1].next_cursor if caller.server is not None and listed else None
-        return types.ListPromptsResult(prompts=prompts, next_cursor=next_cursor)
+        return types.ListPromptsResult(prompts=prompts, next_cursor=self._next_cursor(caller, listed))
 
     async def _get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
         caller = caller_of(ctx)
@@ -635,7 +641,7 @@ class _Call:
     arguments_sha256: str = ""
 
     def __post_init__(self) -> None:
-        self.arguments_sha256 = approvals.payload_hash(self.arguments)
+        self.arguments_sha256 = payload_sha256(self.arguments)
 
 
 def _rule(decision: Decision) -> str:
