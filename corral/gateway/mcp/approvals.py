@@ -165,14 +165,14 @@ class Waiters:
         deadline = asyncio.get_running_loop().time() + wait_s
         try:
             while True:
-                async with self._database.read() as connection:
+                async with asyncio.timeout(10), self._database.read() as connection:
                     status = (await connection.execute(select(tool_approvals.c.status)
                                                        .where(tool_approvals.c.id == approval_id))).scalar_one()
                 if status != "pending":
                     return status
                 left = deadline - asyncio.get_running_loop().time()
                 if left <= 0:
-                    return await self._expire(approval_id)
+                    return await close_unanswered(self._database, approval_id)
                 try:
                     async with asyncio.timeout(min(POLL_S, left)):
                         await event.wait()
@@ -180,9 +180,6 @@ class Waiters:
                     pass
         finally:
             self._events.pop(approval_id, None)
-
-    async def _expire(self, approval_id: int, why: str = "") -> str:
-        return await close_unanswered(self._database, approval_id, why)
 
 
 async def close_unanswered(database: Database, approval_id: int, why: str = "") -> str:

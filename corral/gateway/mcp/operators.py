@@ -11,7 +11,7 @@ from typing import Any
 import mcp_types as types
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from corral.audit.ledger import record_change
 from corral.errors import InvalidRequest, NotFound, Unavailable
@@ -30,17 +30,16 @@ async def server_status(gateway: McpGateway, effective: EffectivePolicy, databas
     """Each server with its connection, tool counts and recent error rate (the last hour's calls)."""
     servers = effective.compiled.policy.mcp_servers
     since = utcnow() - timedelta(hours=1)
-    async with database.read() as connection:
+    async with database.read() as connection:  # a call that failed has its error category as its outcome
         rows = (await connection.execute(
-            select(events.c.resource, events.c.attributes).where(events.c.kind == "tool.call", events.c.time >= since)
-            .order_by(events.c.id.desc()).limit(50_000))).all()
+            select(events.c.resource, events.c.outcome, func.count()).where(
+                events.c.kind == "tool.call", events.c.time >= since).group_by(events.c.resource, events.c.outcome)
+        )).all()
     calls: dict[str, list[int]] = {}
-    for resource, attributes in rows:
-        server = (attributes or {}).get("server") or (resource or "").split("/", 1)[0]
-        failed = (attributes or {}).get("category") in ("timeout", "upstream_error", "protocol_error", "unavailable")
-        counts = calls.setdefault(server, [0, 0])
-        counts[0] += 1
-        counts[1] += failed
+    for resource, outcome, count in rows:
+        counts = calls.setdefault((resource or "").split("/", 1)[0], [0, 0])
+        counts[0] += count
+        counts[1] += count if outcome in ("timeout", "upstream_error", "protocol_error", "unavailable") else 0
 
     async def one(name: str, config: McpServer) -> dict[str, Any]:
         upstream = gateway.upstreams.get(name)
