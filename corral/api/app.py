@@ -22,7 +22,8 @@ from starlette.types import ASGIApp
 from corral.api.errors import install_error_handlers
 from corral.api.middleware import BodyLimitMiddleware, ForgetKeysOnChange, RequestIdMiddleware
 from corral.api.routes import events as events_routes
-from corral.api.routes import health, identity
+from corral.api.routes import health, identity, ingest, otlp
+from corral.api.routes import metrics as metrics_routes
 from corral.api.routes import audit as audit_routes
 from corral.api.routes.llm import ModelTraffic
 from corral.api.routes.mcp import McpTraffic
@@ -39,6 +40,8 @@ from corral.errors import ConfigError
 from corral.gateway.llm.proxy import LlmGateway
 from corral.gateway.llm.spending import Spending
 from corral.gateway.mcp.gateway import McpGateway
+from corral.metrics.prometheus import GatewayCounters
+from corral.metrics.rollup import Rollup
 from corral.store.counters import counters_for
 from corral.policy import versions
 from corral.policy.active import PolicyState
@@ -64,6 +67,8 @@ class Corral:
     llm: LlmGateway
     mcp: McpGateway
     keys: KeyCache
+    rollup: Rollup
+    counters: GatewayCounters
 
 
 async def _prepare(settings: Settings, demo: bool) -> str | None:
@@ -128,7 +133,8 @@ def prepare(settings: Settings, demo: bool = False) -> str | None:
 
 async def _sweep(corral: Corral) -> None:
     """Housekeeping every few seconds: record each override's expiry as it happens (decisions
-    already ignore expired ones), and the tasks that went idle without completing."""
+    already ignore expired ones), the tasks that went idle without completing, and fold new
+    events into the metrics."""
     while True:
         await asyncio.sleep(SWEEP_SECONDS)
         try:
@@ -137,6 +143,7 @@ async def _sweep(corral: Corral) -> None:
             if expired:
                 corral.policy.invalidate()
             corral.llm.sweep_tasks()
+            await corral.rollup.catch_up(budget_s=SWEEP_SECONDS)
         except Exception:  # a failed sweep is retried next time; it must never stop the server
             log.exception("housekeeping failed")
 
@@ -147,7 +154,8 @@ def create_app(settings: Settings) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database(settings.resolved_database_url)
-        recorder = EventRecorder(database)
+        counters = GatewayCounters()
+        recorder = EventRecorder(database, observer=counters.observe)
         oidc = None
         if settings.oidc_issuer and settings.oidc_audience:
             oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url,
@@ -155,13 +163,13 @@ def create_app(settings: Settings) -> ASGIApp:
         signer = _signer(settings)
         policy = PolicyState(database)
         audit = AuditLog(database)
-        counters = counters_for(settings.redis_url, settings.redis_prefix)
+        shared = counters_for(settings.redis_url, settings.redis_prefix)
         corral = Corral(settings=settings, database=database, recorder=recorder, oidc=oidc, policy=policy, audit=audit,
                         checkpointer=Checkpointer(database, signer, settings.checkpoint_seconds),
-                        llm=LlmGateway(policy, recorder, Spending(counters, database), settings.task_idle_seconds),
-                        mcp=McpGateway(policy, recorder, audit, database, counters, settings.mcp_max_stdio,
+                        llm=LlmGateway(policy, recorder, Spending(shared, database), settings.task_idle_seconds),
+                        mcp=McpGateway(policy, recorder, audit, database, shared, settings.mcp_max_stdio,
                                        signer.private_key, settings.mcp_tools_seconds),
-                        keys=KeyCache(settings.key_cache_seconds))
+                        keys=KeyCache(settings.key_cache_seconds), rollup=Rollup(database), counters=counters)
         app.state.corral = corral
         recorder.start()
         corral.audit.start()
@@ -194,5 +202,9 @@ def create_app(settings: Settings) -> ASGIApp:
     app.include_router(policy_routes.router, prefix="/api/v1")
     app.include_router(audit_routes.router, prefix="/api/v1")
     app.include_router(tools_routes.router, prefix="/api/v1")
+    app.include_router(ingest.router, prefix="/api/v1")
+    app.include_router(metrics_routes.router, prefix="/api/v1")
+    app.include_router(metrics_routes.exposition)
+    app.include_router(otlp.router)
     app.add_middleware(ForgetKeysOnChange)
     return RequestIdMiddleware(BodyLimitMiddleware(McpTraffic(ModelTraffic(app), app), max_bytes=settings.max_body_bytes))

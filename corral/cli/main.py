@@ -15,6 +15,8 @@ from corral.cli.client import ApiClient, CliError
 from corral.cli.audit import audit_app
 from corral.cli.policy import override_app, policy_app
 from corral.cli.tools import approvals_app, mcp_app
+from corral.cli.imports import import_app, ship
+from corral.cli.metrics import metrics
 from corral.cli.common import DURATION, JsonFlag, cell, segment, api, err, out, parse_duration, print_json, print_table
 from corral.errors import ConfigError
 from corral.settings import load_settings
@@ -38,6 +40,9 @@ app.add_typer(override_app, name="override")
 app.add_typer(audit_app, name="audit")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(mcp_app, name="mcp")
+app.add_typer(import_app, name="import")
+app.command("ship")(ship)
+app.command("metrics")(metrics)
 
 # ---- server -------------------------------------------------------------------------------
 

@@ -32,6 +32,8 @@ class Event:
     cost_usd: float | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     time: datetime = field(default_factory=utcnow)
+    source: str | None = None  # who reported it: None for Corral itself, "roo-code-import", "otlp", "api", ...
+    event_key: str | None = None  # idempotency key of a reported event: the same key is stored once
 
     def row(self) -> dict[str, Any]:
         """The event as a table row. NUL characters (which PostgreSQL refuses in text) become

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -38,8 +39,10 @@ class EventRecorder:
         max_queue: int = 50_000,
         batch_size: int = 500,
         flush_interval: float = 0.2,
+        observer: Callable[[Event], None] | None = None,
     ) -> None:
         self._database = database
+        self._observer = observer  # sees every event emitted (the Prometheus counters)
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._max_queue = max_queue
         self._batch_size = batch_size
@@ -49,6 +52,8 @@ class EventRecorder:
         self.written = 0
 
     def emit(self, event: Event) -> None:
+        if self._observer is not None:
+            self._observer(event)
         if self._queue.qsize() >= self._max_queue:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:

@@ -143,6 +143,8 @@ events = Table(
     Column("tokens_out", BigInteger, nullable=True),
     Column("cost_usd", Float, nullable=True),
     Column("attributes", JSON, nullable=False, default=dict),
+    Column("source", String(32), nullable=True),  # None: Corral's own gateways; else the reporter
+    Column("event_key", String(200), nullable=True, unique=True),  # reported events are stored once
     Index(None, "time"),
     Index(None, "kind", "time"),
     Index(None, "user_email", "time"),
@@ -285,4 +287,65 @@ tool_pins = Table(
     Column("definition", JSON, nullable=False),
     Column("pinned_by", String(320), nullable=False),
     Column("pinned_at", UTCDateTime, nullable=False),
+)
+
+# Metric rollups: derived from events by corral.metrics.rollup, never written by anything else,
+# and rebuilt from events at will. A missing dimension is '' (not NULL) so it can be part of a key.
+metric_tasks = Table(
+    "metric_tasks",
+    metadata,
+    Column("user_email", String(320), primary_key=True),
+    Column("task_id", String(200), primary_key=True),
+    Column("team", String(100), nullable=False, default=""),
+    Column("client", String(50), nullable=False, default=""),
+    Column("mode", String(64), nullable=False, default=""),  # the mode it started in
+    Column("model", String(200), nullable=False, default=""),  # the model of its first request
+    Column("provider", String(100), nullable=False, default=""),
+    Column("parent_task_id", String(200), nullable=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("last_at", UTCDateTime, nullable=False),  # its latest event of any kind
+    Column("outcome", String(16), nullable=True),  # completed, failed, abandoned; NULL while open
+    Column("outcome_at", UTCDateTime, nullable=True),  # the time of the event that set it
+    Column("cycle_s", Float, nullable=True),  # outcome_at - started_at, for completed tasks
+    Column("rank", Integer, nullable=False, default=0),  # the source whose measures count (metrics.rollup)
+    Column("requests", Integer, nullable=False, default=0),
+    Column("spend_usd", Float, nullable=False, default=0.0),
+    Column("rollbacks", Integer, nullable=False, default=0),
+    Index(None, "outcome_at"),
+    Index(None, "last_at"),
+)
+
+metric_hours = Table(
+    "metric_hours",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("hour", UTCDateTime, nullable=False),
+    Column("team", String(100), nullable=False),
+    Column("user_email", String(320), nullable=False),
+    Column("client", String(50), nullable=False),
+    Column("mode", String(64), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("provider", String(100), nullable=False),
+    # '' on rows that hold everything; a tool's own rows (server/tool, a tool, command:<program>) hold
+    # only its calls, with team and client, so a per-tool breakdown does not multiply the rest
+    Column("tool", String(200), nullable=False),
+    Column("requests", BigInteger, nullable=False, default=0),
+    Column("request_errors", BigInteger, nullable=False, default=0),
+    Column("tokens_in", BigInteger, nullable=False, default=0),
+    Column("tokens_out", BigInteger, nullable=False, default=0),
+    Column("spend_usd", Float, nullable=False, default=0.0),
+    Column("calls", BigInteger, nullable=False, default=0),  # tool and command calls whose result is known
+    Column("call_errors", BigInteger, nullable=False, default=0),  # error or timeout
+    Column("call_timeouts", BigInteger, nullable=False, default=0),
+    Column("commands", BigInteger, nullable=False, default=0),
+    Column("command_errors", BigInteger, nullable=False, default=0),
+    Index("ux_metric_hours_key", "hour", "team", "user_email", "client", "mode", "model", "provider", "tool",
+          unique=True),
+)
+
+metric_progress = Table(
+    "metric_progress",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
+    Column("event_id", BigInteger, nullable=False),  # every event up to this id is rolled up
 )

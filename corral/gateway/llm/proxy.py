@@ -369,6 +369,8 @@ class LlmGateway:
         attributes: dict[str, Any] = {"profile": result.profile, "target": result.target, "status": result.status,
                                       "stream": bool(call.body.get("stream")),
                                       "dialect": call.dialect, "cached_tokens": usage.cache_read_tokens}
+        if result.target:
+            attributes["provider"], _, attributes["model"] = result.target.partition("/")
         if len(result.tried) > 1 or (result.tried and result.target != result.tried[0]):
             attributes["fallbacks"] = result.tried
         if result.first_byte_ms is not None:
