@@ -19,7 +19,7 @@ from corral.ingest.store import store_events
 from corral.metrics.definitions import Volumes, metrics_of
 from corral.metrics.fold import TaskState, fold_lifecycle, new_task
 from corral.metrics.rollup import Rollup
-from corral.metrics.summary import Scope, summarise, window_of
+from corral.metrics.summary import Scope, series, summarise, window_of
 from corral.store.database import Database
 from corral.store.migrate import upgrade
 from tests.conftest import unique
@@ -149,6 +149,29 @@ def test_the_rollup_counts_tasks_calls_and_spend(fresh_database):
     assert metrics["cost_per_completed_task_usd"] == {"value": 0.5, "samples": 2}
     tools = {group["key"]["tool"]: group["metrics"]["tool_error_rate"] for group in summary["groups"]}
     assert tools == {"command:npm": {"value": 1.0, "samples": 2}, "read_file": {"value": 0.0, "samples": 1}}
+
+
+def test_a_series_puts_each_task_in_the_step_it_ended_in(fresh_database):
+    start = NOW - timedelta(hours=3)  # 09:30; the tasks complete at 09:40 and 10:00
+    events = _task_events("a", "api", start, 0.25, minutes=10) + _task_events("b", "api", start, 0.75, minutes=30)
+
+    async def chart() -> list[dict]:
+        upgrade(fresh_database)
+        database = Database(fresh_database)
+        try:
+            async with database.transaction() as connection:
+                await store_events(connection, events)
+            await Rollup(database).catch_up()
+            async with database.read() as connection:
+                return await series(connection, window_of(NOW, timedelta(days=1), None, None), Scope(), "completed",
+                                    timedelta(hours=6), NOW - timedelta(minutes=30))
+        finally:
+            await database.close()
+
+    points = _run(chart())
+    # The window is yesterday 13:00 to today 13:00 (NOW is 12:30): steps start at 13, 19, 01 and 07.
+    assert [(point["start"][11:16], point["value"]) for point in points] == [
+        ("13:00", 0), ("19:00", 0), ("01:00", 0), ("07:00", 2)]
 
 
 @pytest.mark.parametrize("gateway_first", [True, False], ids=["gateway-first", "otlp-first"])

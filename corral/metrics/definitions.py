@@ -32,6 +32,10 @@ class Volumes:
     tokens_out: int = 0
     spend_usd: float = 0.0
 
+    def add(self, other: "Volumes") -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)
         values["spend_usd"] = round(self.spend_usd, 6)

@@ -27,7 +27,7 @@ from corral.store.database import Database
 from corral.store.tables import events, metric_hours, metric_progress, metric_tasks
 
 log = logging.getLogger("corral.metrics")
-BATCH = 5000
+BATCH = 10_000
 GAP_WAIT_S = 300.0
 LOCK_ID = 0x636F726D  # "corm"
 _COLUMNS = (events.c.id, events.c.time, events.c.kind, events.c.user_email, events.c.team, events.c.client,
@@ -74,8 +74,8 @@ class Rollup:
             if done is None:
                 await connection.execute(metric_progress.insert().values(id=1, event_id=0))
                 done = 0
-            rows = [dict(row._mapping) for row in await connection.execute(
-                select(*_COLUMNS).where(events.c.id > done).order_by(events.c.id).limit(BATCH))]
+            rows = list((await connection.execute(
+                select(*_COLUMNS).where(events.c.id > done).order_by(events.c.id).limit(BATCH))).mappings())
             if connection.dialect.name == "postgresql":
                 running = (await connection.execute(text(
                     "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text FROM pg_current_snapshot() s"))).one()
@@ -88,8 +88,8 @@ class Rollup:
                                      .values(event_id=rows[-1]["id"]))
             return len(rows)
 
-    def _up_to_gap(self, rows: list[dict[str, Any]], done: int, oldest_running: int, next_transaction: int
-                   ) -> list[dict[str, Any]]:
+    def _up_to_gap(self, rows: list[Any], done: int, oldest_running: int, next_transaction: int
+                   ) -> list[Any]:
         """The rows before the first gap in ids that may still fill: a gap first seen while
         transactions below `next_transaction` were running is final once none of them runs
         (`oldest_running` has passed it)."""
@@ -104,7 +104,7 @@ class Rollup:
         return rows
 
 
-async def _fold(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+async def _fold(connection: AsyncConnection, rows: list[Any]) -> None:
     keys = {key for row in rows if (key := task_key(row)) is not None}
     tasks = await _load_tasks(connection, keys)
     deltas = HourDeltas()
@@ -135,7 +135,7 @@ async def _uncount(connection: AsyncConnection, task: TaskState, before_id: int,
     user = events.c.user_email == task.user_email if task.user_email else events.c.user_email.is_(None)
     found = await connection.execute(select(*_COLUMNS).where(events.c.task_id == task.task_id, user,
                                                              events.c.id < before_id))
-    for row in (dict(item._mapping) for item in found):
+    for row in found.mappings():
         if is_measured(row) and rank_of(row["source"]) == task.rank:
             fold_measures(task, row, -1)
             deltas.add(row, task, sign=-1)

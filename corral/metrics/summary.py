@@ -6,12 +6,14 @@ Windows are whole hours (the rollup's grain): a window ending now ends at the ne
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, literal, select, union_all
+from sqlalchemy import BigInteger, Table, cast, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from corral.errors import InvalidRequest
@@ -89,36 +91,40 @@ def length_of(text: str, name: str = "window") -> timedelta:
     return timedelta(hours=int(match.group(1)) * _HOURS[match.group(2)])
 
 
-def _group_column(table: Any, by: str | None) -> Any:
-    if by is None:
-        return literal("")
-    return table.c[GROUPS[by]]
+# A grouping names each row's group: (table, the time that places the row in a window) -> expression.
+Grouping = Callable[[Table, Any], Any]
 
 
-def check_group(by: str | None) -> str | None:
-    if by is not None and by not in GROUPS:
-        raise InvalidRequest(f"by must be one of {', '.join(GROUPS)}")
-    return by
+def by_dimension(by: str | None) -> Grouping:
+    return lambda table, _time: literal("") if by is None else table.c[GROUPS[by]]
 
 
-async def _task_volumes(connection: AsyncConnection, window: Window, scope: Scope, by: str | None,
-                        idle_before: datetime) -> dict[str, Volumes]:
+def by_step(start: datetime, step: timedelta, dialect: str) -> Grouping:
+    """The step a row's time falls in, counted from `start` (for series)."""
+    def step_of(_table: Table, time: Any) -> Any:
+        if dialect == "sqlite":  # times are stored as text there
+            seconds = cast(func.strftime("%s", time), BigInteger)
+        else:
+            seconds = cast(func.extract("epoch", time), BigInteger)
+        return (seconds - int(start.timestamp())) // int(step.total_seconds())
+    return step_of
+
+
+async def _task_volumes(connection: AsyncConnection, window: Window, scope: Scope, group: Grouping,
+                        idle_before: datetime) -> dict[Any, Volumes]:
     """Tasks that ended in the window, by outcome. A task with no outcome whose last event is
     older than `idle_before` ended (abandoned) at that event."""
-    if by == "tool":
-        return {}
-    group = _group_column(metric_tasks, by).label("grp")
-    ended = select(group, metric_tasks.c.outcome.label("outcome"), metric_tasks.c.rollbacks).where(
+    ended = select(group(metric_tasks, metric_tasks.c.outcome_at).label("grp"), metric_tasks.c.outcome.label("outcome"), metric_tasks.c.rollbacks).where(
         metric_tasks.c.outcome.is_not(None), metric_tasks.c.outcome_at >= window.start,
         metric_tasks.c.outcome_at < window.end, *scope.where(metric_tasks))
-    idle = select(group, literal("abandoned").label("outcome"), metric_tasks.c.rollbacks).where(
+    idle = select(group(metric_tasks, metric_tasks.c.last_at).label("grp"), literal("abandoned").label("outcome"), metric_tasks.c.rollbacks).where(
         metric_tasks.c.outcome.is_(None), metric_tasks.c.last_at >= window.start,
         metric_tasks.c.last_at < min(window.end, idle_before), *scope.where(metric_tasks))
     both = union_all(ended, idle).subquery()
     rows = await connection.execute(
         select(both.c.grp, both.c.outcome, func.count(), func.sum(both.c.rollbacks))
         .group_by(both.c.grp, both.c.outcome))
-    volumes: dict[str, Volumes] = {}
+    volumes: dict[Any, Volumes] = {}
     for grp, outcome, count, rollbacks in rows:
         found = volumes.setdefault(grp, Volumes())
         setattr(found, outcome, getattr(found, outcome) + count)
@@ -127,13 +133,11 @@ async def _task_volumes(connection: AsyncConnection, window: Window, scope: Scop
     return volumes
 
 
-async def _medians(connection: AsyncConnection, window: Window, scope: Scope, by: str | None
-                   ) -> dict[str, tuple[float, int]]:
+async def _medians(connection: AsyncConnection, window: Window, scope: Scope, group: Grouping
+                   ) -> dict[Any, tuple[float, int]]:
     """Median cycle time of tasks completed in the window: (median, samples) per group, computed
     in the database (window functions on both SQLite and PostgreSQL)."""
-    if by == "tool":
-        return {}
-    group = _group_column(metric_tasks, by).label("grp")
+    group = group(metric_tasks, metric_tasks.c.outcome_at).label("grp")
     ranked = select(
         group, metric_tasks.c.cycle_s.label("cycle"),
         func.row_number().over(partition_by=group, order_by=metric_tasks.c.cycle_s).label("position"),
@@ -152,10 +156,10 @@ _SUMS = ("requests", "request_errors", "tokens_in", "tokens_out", "spend_usd", "
          "call_timeouts", "commands", "command_errors")
 
 
-async def _hour_volumes(connection: AsyncConnection, window: Window, scope: Scope, by: str | None
-                        ) -> dict[str, dict[str, float]]:
-    group = _group_column(metric_hours, by).label("grp")
-    tool_rows = metric_hours.c.tool != "" if by == "tool" else metric_hours.c.tool == ""
+async def _hour_volumes(connection: AsyncConnection, window: Window, scope: Scope, group: Grouping, tools: bool
+                        ) -> dict[Any, dict[str, float]]:
+    group = group(metric_hours, metric_hours.c.hour).label("grp")
+    tool_rows = metric_hours.c.tool != "" if tools else metric_hours.c.tool == ""
     rows = await connection.execute(
         select(group, *(func.sum(metric_hours.c[name]) for name in _SUMS))
         .where(metric_hours.c.hour >= window.start, metric_hours.c.hour < window.end, tool_rows,
@@ -180,36 +184,50 @@ def _merge(tasks: Volumes | None, sums: dict[str, float] | None) -> Volumes:
     return volumes
 
 
-async def _measure(connection: AsyncConnection, window: Window, scope: Scope, by: str | None,
-                   idle_before: datetime) -> dict[str, dict[str, Any]]:
-    tasks = await _task_volumes(connection, window, scope, by, idle_before)
-    sums = await _hour_volumes(connection, window, scope, by)
-    medians = await _medians(connection, window, scope, by)
-    measured = {}
-    for grp in set(tasks) | set(sums) | set(medians):
-        volumes = _merge(tasks.get(grp), sums.get(grp))
-        middle, samples = medians.get(grp, (None, 0))
-        measured[grp] = {"metrics": metrics_of(volumes, middle, samples), "volumes": volumes.as_dict()}
-    return measured
+async def _measure(connection: AsyncConnection, window: Window, scope: Scope, group: Grouping,
+                   idle_before: datetime, tools: bool = False) -> dict[Any, tuple[Volumes, float | None, int]]:
+    """(volumes, median cycle time, its samples) for the window, per group. Grouped by tool,
+    only calls have groups (tasks have no one tool)."""
+    tasks = {} if tools else await _task_volumes(connection, window, scope, group, idle_before)
+    sums = await _hour_volumes(connection, window, scope, group, tools)
+    medians = {} if tools else await _medians(connection, window, scope, group)
+    return {grp: (_merge(tasks.get(grp), sums.get(grp)), *medians.get(grp, (None, 0)))
+            for grp in set(tasks) | set(sums) | set(medians)}
 
 
-def _empty() -> dict[str, Any]:
-    return {"metrics": metrics_of(Volumes(), None, 0), "volumes": Volumes().as_dict()}
+def _shown(measured: tuple[Volumes, float | None, int] | None) -> dict[str, Any]:
+    volumes, middle, samples = measured or (Volumes(), None, 0)
+    return {"metrics": metrics_of(volumes, middle, samples), "volumes": volumes.as_dict()}
+
+
+async def _overall(connection: AsyncConnection, window: Window, scope: Scope, idle_before: datetime,
+                   groups: dict[str, tuple[Volumes, float | None, int]] | None = None) -> dict[str, Any]:
+    """The whole window; from its groups' volumes when they partition it (any `by` but tool),
+    so only the median is computed again."""
+    if groups is None:
+        return _shown((await _measure(connection, window, scope, by_dimension(None), idle_before)).get(""))
+    total = Volumes()
+    for volumes, _, _ in groups.values():
+        total.add(volumes)
+    middle, samples = (await _medians(connection, window, scope, by_dimension(None))).get("", (None, 0))
+    return _shown((total, middle, samples))
 
 
 async def summarise(connection: AsyncConnection, window: Window, scope: Scope, by: str | None,
                     idle_before: datetime) -> dict[str, Any]:
     """The summary contract of GET /api/v1/metrics/summary (docs/metrics.md)."""
-    current = (await _measure(connection, window, scope, None, idle_before)).get("", _empty())
-    previous = (await _measure(connection, window.previous, scope, None, idle_before)).get("", _empty())
-    summary: dict[str, Any] = {"window": window.as_dict(), **current, "previous": {"window": window.previous.as_dict(),
-                                                                                   **previous}}
+    groups = None
     if by is not None:
-        groups = await _measure(connection, window, scope, by, idle_before)
-        ordered = sorted(groups.items(), key=lambda item: (-item[1]["volumes"]["tasks"],
-                                                           -item[1]["volumes"]["spend_usd"], str(item[0])))
+        groups = await _measure(connection, window, scope, by_dimension(by), idle_before, tools=by == "tool")
+    current = await _overall(connection, window, scope, idle_before, groups if by != "tool" else None)
+    previous = await _overall(connection, window.previous, scope, idle_before)
+    summary: dict[str, Any] = {"window": window.as_dict(), **current,
+                               "previous": {"window": window.previous.as_dict(), **previous}}
+    if groups is not None:
+        ordered = sorted(groups.items(), key=lambda item: (-item[1][0].tasks, -item[1][0].spend_usd, str(item[0])))
         summary["by"] = by
-        summary["groups"] = [{"key": {by: key if key != "" else None}, **value} for key, value in ordered[:MAX_GROUPS]]
+        summary["groups"] = [{"key": {by: key if key != "" else None}, **_shown(value)}
+                             for key, value in ordered[:MAX_GROUPS]]
         summary["groups_truncated"] = len(ordered) > MAX_GROUPS
     return summary
 
@@ -224,17 +242,16 @@ async def series(connection: AsyncConnection, window: Window, scope: Scope, metr
         raise InvalidRequest("step must be whole hours: 1h, 6h, 1d")
     if (window.end - window.start) / step > 2000:
         raise InvalidRequest("that is more than 2000 points; use a longer step or a shorter window")
+    step_of = by_step(window.start, step, connection.dialect.name)
+    measured = await _measure(connection, window, scope, step_of, idle_before)
     points = []
-    start = window.start
-    while start < window.end:
-        bucket = Window(start, min(start + step, window.end))
-        measured = (await _measure(connection, bucket, scope, None, idle_before)).get("", _empty())
+    for index in range(math.ceil((window.end - window.start) / step)):
+        start = window.start + index * step
+        shown = _shown(measured.get(index))
         if metric in METRICS:
-            value = measured["metrics"][metric]
+            value = shown["metrics"][metric]
         else:
-            amount = measured["volumes"][metric]
+            amount = shown["volumes"][metric]
             value = {"value": amount, "samples": amount}
-        points.append({"start": _iso(bucket.start), "end": _iso(bucket.end), **value})
-        start = bucket.end
+        points.append({"start": _iso(start), "end": _iso(min(start + step, window.end)), **value})
     return points
-
