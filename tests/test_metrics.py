@@ -307,6 +307,21 @@ def test_corral_metrics_by_team_prints_each_metric_with_its_samples(server, repo
     assert as_json["metrics"]["task_success_rate"] == {"value": 0.5, "samples": 4}
 
 
+def test_rebuilding_through_the_cli_folds_every_event_again_and_keeps_the_numbers(server, reported_team, make_user):
+    team, _, developer_key = reported_team
+    with server.admin() as admin:
+        before = admin.get("/api/v1/metrics/summary", params={"window": "24h", "team": team}).json()
+    rebuilt = server.cli("metrics", "rebuild", check=True)
+    assert "Rollups rebuilt" in rebuilt.stdout
+    with server.admin() as admin:
+        status = admin.get("/api/v1/metrics/status").json()
+        after = admin.get("/api/v1/metrics/summary", params={"window": "24h", "team": team}).json()
+    assert status["rebuilding"] is False and status["folded"] > 0
+    assert after["metrics"] == before["metrics"] and after["volumes"] == before["volumes"]
+    refused = server.cli("metrics", "rebuild", key=developer_key)
+    assert refused.returncode == 1 and "admin" in refused.stderr
+
+
 def test_the_series_puts_each_task_in_the_hour_it_ended(server, reported_team):
     team, _, _ = reported_team
     with server.admin() as admin:

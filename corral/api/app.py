@@ -69,6 +69,7 @@ class Corral:
     keys: KeyCache
     rollup: Rollup
     counters: GatewayCounters
+    rebuilding: asyncio.Task[int] | None = None  # a metrics rebuild running in the background
 
 
 async def _prepare(settings: Settings, demo: bool) -> str | None:
@@ -182,7 +183,9 @@ def create_app(settings: Settings) -> ASGIApp:
                 yield
         finally:
             sweeper.cancel()
-            await asyncio.gather(sweeper, return_exceptions=True)
+            if corral.rebuilding is not None:
+                corral.rebuilding.cancel()
+            await asyncio.gather(sweeper, *([corral.rebuilding] if corral.rebuilding else []), return_exceptions=True)
             await corral.llm.close()
             await corral.checkpointer.stop()
             await corral.audit.stop()

@@ -16,7 +16,7 @@ from corral.cli.audit import audit_app
 from corral.cli.policy import override_app, policy_app
 from corral.cli.tools import approvals_app, mcp_app
 from corral.cli.imports import import_app, ship
-from corral.cli.metrics import metrics
+from corral.cli.metrics import metrics_app
 from corral.cli.common import DURATION, JsonFlag, cell, segment, api, err, out, parse_duration, print_json, print_table
 from corral.errors import ConfigError
 from corral.settings import load_settings
@@ -42,7 +42,7 @@ app.add_typer(approvals_app, name="approvals")
 app.add_typer(mcp_app, name="mcp")
 app.add_typer(import_app, name="import")
 app.command("ship")(ship)
-app.command("metrics")(metrics)
+app.add_typer(metrics_app, name="metrics")
 
 # ---- server -------------------------------------------------------------------------------
 

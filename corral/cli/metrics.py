@@ -3,12 +3,14 @@ previous window beside them, or broken down by team, user, mode, model, provider
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from corral.cli.common import JsonFlag, api, out, print_json
+from corral.cli.common import JsonFlag, api, err, out, print_json
 
 LABELS = {"task_success_rate": "task success rate", "rollback_frequency": "rollbacks per 100 tasks",
           "tool_error_rate": "command/tool error rate", "median_cycle_time_s": "median cycle time",
@@ -33,10 +35,15 @@ def show(name: str, value: float | None) -> str:
     return f"{value:,}"
 
 
+metrics_app = typer.Typer(help="The five high-value metrics.")
+
+
+@metrics_app.callback(invoke_without_command=True)
 def metrics(
-    window: Annotated[Optional[str], typer.Option(help="How far back from now: 24h, 7d, 30d [default 7d].")] = None,
+    context: typer.Context,
+    window: Annotated[Optional[str], typer.Option(help="How far back from now: 24h, 7d, 30d (default 7d).")] = None,
     since: Annotated[Optional[str], typer.Option(help="Start date or time (2026-11-19, 2026-11-19T08:00:00Z).")] = None,
-    until: Annotated[Optional[str], typer.Option(help="End date or time [default now].")] = None,
+    until: Annotated[Optional[str], typer.Option(help="End date or time (default now).")] = None,
     by: Annotated[Optional[str], typer.Option(help="Break down by team, user, mode, model, provider, client or tool.")] = None,
     team: Annotated[Optional[str], typer.Option(help="Only this team.")] = None,
     user: Annotated[Optional[str], typer.Option(help="Only this user.")] = None,
@@ -44,6 +51,8 @@ def metrics(
 ) -> None:
     """The five high-value metrics: task success rate, rollback frequency, command/tool error
     rate, median cycle time and cost per completed task, each with its sample count."""
+    if context.invoked_subcommand is not None:
+        return
     summary = api().call("GET", "/metrics/summary", params={"window": window, "since": since, "until": until,
                                                             "by": by, "team": team, "user": user})
     if as_json:
@@ -58,6 +67,21 @@ def metrics(
         out.print(_overall(summary))
     volumes = summary["volumes"]
     out.print(" · ".join(f"{name.replace('_usd', '').replace('_', ' ')} {show(name, volumes[name])}" for name in VOLUMES))
+
+
+@metrics_app.command("rebuild")
+def rebuild() -> None:
+    """Throw the rollups away and fold every event again (admins); shows the progress."""
+    client = api()
+    status = client.call("POST", "/metrics/rebuild")
+    with Progress(TextColumn("folding events"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as progress:
+        bar = progress.add_task("fold", total=max(status["newest"], 1))
+        while status["rebuilding"]:
+            time.sleep(0.5)
+            status = client.call("GET", "/metrics/status")
+            progress.update(bar, completed=status["folded"], total=max(status["newest"], 1))
+    out.print(f"Rollups rebuilt: {status['folded']:,} of {status['newest']:,} events folded.")
 
 
 def _overall(summary: dict[str, Any]) -> Table:

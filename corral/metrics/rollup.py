@@ -29,6 +29,7 @@ from corral.store.tables import events, metric_hours, metric_progress, metric_ta
 log = logging.getLogger("corral.metrics")
 BATCH = 10_000
 GAP_WAIT_S = 300.0
+REBUILD_PATIENCE_S = 60.0  # a rebuild that folds nothing for this long returns (the sweeper goes on)
 LOCK_ID = 0x636F726D  # "corm"
 _COLUMNS = (events.c.id, events.c.time, events.c.kind, events.c.user_email, events.c.team, events.c.client,
             events.c.task_id, events.c.mode, events.c.resource, events.c.outcome, events.c.tokens_in,
@@ -44,24 +45,46 @@ class Rollup:
         self._lock = asyncio.Lock()
 
     async def catch_up(self, budget_s: float = 30.0) -> int:
-        """Fold what is new, for at most about `budget_s`; return how many events were folded."""
-        folded, deadline = 0, time.monotonic() + budget_s
-        async with self._lock:
+        """Fold what is new, for at most about `budget_s` (waiting for another fold of this
+        process counts against it); return how many events were folded."""
+        deadline = time.monotonic() + budget_s
+        try:
+            async with asyncio.timeout(budget_s):
+                await self._lock.acquire()
+        except TimeoutError:
+            return 0
+        folded = 0
+        try:
             while time.monotonic() < deadline:
                 done = await self._fold_batch()
                 if done is None:
                     break
                 folded += done
+        finally:
+            self._lock.release()
         return folded
 
     async def rebuild(self) -> int:
-        """Empty the rollups and fold every event again."""
+        """Empty the rollups and fold every event again, a batch at a time (queries meanwhile
+        read what has been folded so far)."""
         async with self._lock:
             async with self._database.transaction() as connection:
                 for table in (metric_hours, metric_tasks, metric_progress):
                     await connection.execute(delete(table))
             self._gaps.clear()
-        return await self.catch_up(budget_s=float("inf"))
+        folded, idle_since = 0, time.monotonic()
+        while time.monotonic() - idle_since < REBUILD_PATIENCE_S:
+            done = await self.catch_up(budget_s=1.0)
+            folded += done
+            if done:
+                idle_since = time.monotonic()
+                continue
+            async with self._database.read() as connection:
+                done_id, newest = await folded_up_to(connection)
+            if done_id >= newest:
+                break
+            await asyncio.sleep(0.2)  # another fold holds the lock, or a gap in ids is settling
+        return folded
 
     async def _fold_batch(self) -> int | None:
         """Fold one batch; None when there was nothing (or another replica is folding)."""

@@ -4,6 +4,7 @@ reads their team's totals (never broken down by person); anyone else reads their
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import datetime, timezone
@@ -14,6 +15,7 @@ from fastapi.responses import PlainTextResponse
 
 from corral.api.auth import authenticate
 from corral.errors import Forbidden, InvalidRequest
+from corral.events.model import Event
 from corral.identity.access import Principal
 from corral.identity.directory import normalise_email
 from corral.metrics.fold import abandoned_before
@@ -105,6 +107,29 @@ async def get_series(request: Request, caller: Caller, metric: Annotated[str, Qu
     async with corral.database.read() as connection:
         points = await series(connection, span, scope, metric, length_of(step, "step"), _idle_before(corral))
     return {"metric": metric, "step": step, "window": span.as_dict(), "points": points}
+
+
+@router.get("/metrics/status")
+async def rollup_status(request: Request, caller: Caller) -> dict[str, Any]:
+    """How far the rollups are: the last event folded, the newest event, and whether a rebuild runs."""
+    caller.require("read")
+    corral = request.app.state.corral
+    async with corral.database.read() as connection:
+        folded, newest = await folded_up_to(connection)
+    rebuilding = corral.rebuilding is not None and not corral.rebuilding.done()
+    return {"folded": folded, "newest": newest, "rebuilding": rebuilding}
+
+
+@router.post("/metrics/rebuild", status_code=202)
+async def rebuild(request: Request, caller: Caller) -> dict[str, Any]:
+    """Throw the rollups away and fold every event again, in the background (admins)."""
+    caller.require("admin", "admin")
+    corral = request.app.state.corral
+    if corral.rebuilding is None or corral.rebuilding.done():
+        corral.rebuilding = asyncio.create_task(corral.rollup.rebuild(), name="corral-metrics-rebuild")
+        corral.recorder.emit(Event(kind="admin.metrics.rebuilt", action="admin.metrics.rebuild", user_email=caller.email,
+                                   team=caller.team, key_id=caller.key_id, resource="metrics"))
+    return await rollup_status(request, caller)
 
 
 def _idle_before(corral: Any) -> datetime:
