@@ -30,6 +30,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/mcp.py
+	$(BIN)/python bench/metrics.py
 
 clean:
 	rm -rf $(VENV) .corral .pytest_cache .hypothesis

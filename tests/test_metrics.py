@@ -285,6 +285,14 @@ def test_the_summary_of_a_team_shows_the_five_metrics_with_their_samples(server,
     assert end - start == timedelta(hours=24) and end.minute == 0
 
 
+def test_the_demo_comes_with_a_week_of_activity_to_read(server):
+    with server.admin() as admin:
+        summary = admin.get("/api/v1/metrics/summary", params={"window": "8d", "by": "team"}).json()
+    teams = {group["key"]["team"] for group in summary["groups"]}
+    assert {"platform", "payments", "contractors"} <= teams
+    assert all(summary["metrics"][name]["samples"] > 0 for name in summary["metrics"])
+
+
 def test_reporting_the_same_batch_again_changes_nothing(server, reported_team):
     team, email, _ = reported_team
     with server.admin() as admin:

@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from importlib.resources import files
 from pathlib import Path
@@ -70,6 +71,7 @@ class Corral:
     rollup: Rollup
     counters: GatewayCounters
     rebuilding: asyncio.Task[int] | None = None  # a metrics rebuild running in the background
+    gauges: tuple[float, Any, int] | None = None  # (when, the five metrics' gauges, rollup lag) for /metrics
 
 
 async def _prepare(settings: Settings, demo: bool) -> str | None:

@@ -8,11 +8,12 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from corral.errors import CorralError
 from corral.gateway.llm.dialects import Dialect, error_body
+from corral.ingest import otlp_wire
 
 log = logging.getLogger("corral.api")
 
@@ -49,6 +50,17 @@ def is_mcp_path(path: str) -> bool:
     return path == "/mcp" or path.startswith("/mcp/")
 
 
+def is_otlp_path(path: str) -> bool:
+    return path in ("/v1/logs", "/v1/metrics")
+
+
+def otlp_error(status: int, message: str, content_type: str | None, headers: dict[str, str] | None = None) -> Response:
+    """OTLP/HTTP's failure body: a google.rpc.Status in the request's encoding (protobuf or JSON)."""
+    encoding = otlp_wire.answer_encoding(content_type)
+    return Response(otlp_wire.status_body(status, message, encoding), status_code=status,
+                    media_type=otlp_wire.MEDIA_TYPES[encoding], headers=headers)
+
+
 def dialect_of(path: str) -> Dialect | None:
     """The model endpoints answer errors as the API they imitate, so SDKs raise their own errors."""
     if path.startswith("/v1/messages"):
@@ -59,9 +71,12 @@ def dialect_of(path: str) -> Dialect | None:
 
 
 def error_response(path: str, status: int, code: str, message: str, rule: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+                   headers: dict[str, str] | None = None, content_type: str | None = None) -> Response:
+    """`content_type` is the request's: OTLP answers in the encoding it was sent."""
     if is_mcp_path(path):
         return jsonrpc_error(status, code, message, rule, headers)
+    if is_otlp_path(path):
+        return otlp_error(status, f"{message} (rule {rule})" if rule else message, content_type, headers)
     dialect = dialect_of(path)
     if dialect is None:
         return rest_error(status, code, message, rule, headers)
@@ -84,39 +99,43 @@ def _describe(errors: list[dict]) -> tuple[str, str]:
     return "invalid_request", "; ".join(parts)
 
 
-def corral_error(request: Request, error: CorralError) -> JSONResponse:
+def corral_error(request: Request, error: CorralError) -> Response:
     headers = {"WWW-Authenticate": 'Bearer realm="corral"'} if error.status == 401 else None
     if getattr(error, "retry_after", None):
         headers = {**(headers or {}), "Retry-After": error.retry_after}
-    return error_response(request.url.path, error.status, error.code, error.message, error.rule, headers)
+    return error_response(request.url.path, error.status, error.code, error.message, error.rule, headers,
+                          request.headers.get("content-type"))
 
 
-def unexpected_error(request: Request, error: Exception) -> JSONResponse:
+def unexpected_error(request: Request, error: Exception) -> Response:
     """A bug: logged with its trace under the request id; the client gets the id, never the trace."""
     request_id = request.scope.get("corral.request_id", "")
     log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, request_id,
                   exc_info=error)
     return error_response(request.url.path, 500, "internal",
                           f"internal error; the server log has the details under request id {request_id}",
-                          headers={"x-corral-request-id": request_id})
+                          headers={"x-corral-request-id": request_id},
+                          content_type=request.headers.get("content-type"))
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CorralError)
-    async def _corral_error(request: Request, error: CorralError) -> JSONResponse:
+    async def _corral_error(request: Request, error: CorralError) -> Response:
         return corral_error(request, error)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, error: RequestValidationError) -> Response:
         code, message = _describe(list(error.errors()))
-        return error_response(request.url.path, 400 if code == "invalid_json" else 422, code, message)
+        return error_response(request.url.path, 400 if code == "invalid_json" else 422, code, message,
+                              content_type=request.headers.get("content-type"))
 
     @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
+    async def _http_error(request: Request, error: HTTPException) -> Response:
         code = _HTTP_CODES.get(error.status_code, "http_error")
         message = str(error.detail) if error.status_code != 404 else f"no such endpoint: {request.method} {request.url.path}"
-        return error_response(request.url.path, error.status_code, code, message, headers=getattr(error, "headers", None))
+        return error_response(request.url.path, error.status_code, code, message, headers=getattr(error, "headers", None),
+                              content_type=request.headers.get("content-type"))
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, error: Exception) -> Response:
         return unexpected_error(request, error)

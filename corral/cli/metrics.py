@@ -97,13 +97,18 @@ def _overall(summary: dict[str, Any]) -> Table:
 
 
 def _groups(summary: dict[str, Any], by: str) -> Table:
-    table = Table(box=None, header_style="bold")
-    table.add_column(by)
-    for label in ("success (n)", "rollbacks/100 (n)", "errors (n)", "median cycle (n)", "cost/completed (n)"):
-        table.add_column(label, justify="right")
-    table.add_column("spend", justify="right")
+    """A row per group: each metric with its samples in brackets (by tool: its calls only)."""
+    table = Table(box=None, header_style="bold", padding=(0, 1), pad_edge=False)
+    table.add_column(by, overflow="fold")
+    names = ["tool_error_rate"] if by == "tool" else list(LABELS)
+    headers = {"task_success_rate": "success", "rollback_frequency": "rollbacks", "tool_error_rate": "errors",
+               "median_cycle_time_s": "cycle", "cost_per_completed_task_usd": "cost/task"}
+    for name in names:
+        table.add_column(headers[name], justify="right", no_wrap=True)
+    table.add_column("calls" if by == "tool" else "spend", justify="right", no_wrap=True)
     for group in summary["groups"]:
-        found = group["metrics"]
-        cells = [f"{show(name, found[name]['value'])} ({found[name]['samples']})" for name in LABELS]
-        table.add_row(str(group["key"][by] or "(none)"), *cells, show("spend_usd", group["volumes"]["spend_usd"]))
+        found, volumes = group["metrics"], group["volumes"]
+        cells = [f"{show(name, found[name]['value'])} ({found[name]['samples']})" for name in names]
+        last = str(volumes["tool_calls"] + volumes["commands"]) if by == "tool" else show("spend_usd", volumes["spend_usd"])
+        table.add_row(str(group["key"][by] or "(none)"), *cells, last)
     return table

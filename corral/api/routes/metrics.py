@@ -146,14 +146,14 @@ async def prometheus(request: Request, caller: Caller) -> PlainTextResponse:
     `authorization: {credentials_file: ...}`)."""
     caller.require("read", *SEES_ALL)
     corral = request.app.state.corral
-    cached = getattr(corral, "_gauges", None)
+    cached = corral.gauges
     if cached is None or time.monotonic() - cached[0] > GAUGE_SECONDS:
         span = await _window(request, "24h", None, None)
         async with corral.database.read() as connection:
             summary = await summarise(connection, span, Scope(), "team", _idle_before(corral))
             folded, newest = await folded_up_to(connection)
         cached = (time.monotonic(), gauges_of(summary), newest - folded)
-        corral._gauges = cached
+        corral.gauges = cached
     process = {
         "corral_events_written_total": ("counter", "Events this replica's recorder wrote.", corral.recorder.written),
         "corral_events_dropped_total": ("counter", "Events this replica dropped (queue full, database refused).",
