@@ -247,3 +247,51 @@ def test_ship_waits_for_corral_and_delivers_everything_once(server, make_user, t
     events = stored(server, owner)
     assert len(events) == len({event["event_key"] for event in events}) == 189
     assert Counter(event["kind"] for event in events)["llm.request"] == 61  # api_req_started, counted
+
+
+def test_imported_agent_tasks_give_the_five_metrics(server, make_user):
+    """The real task folders, imported as they are, read back as the five metrics. Every expected
+    number is counted in the fixture files (see test_taskfolders.py for each count's jq)."""
+    owner, _ = make_user(key=False)
+    for client, path in (("roo", agent_fixture("roo-code")), ("roo", agent_fixture("roo-code-cli/tasks")),
+                         ("cline", agent_fixture(CLINE))):
+        imported = summary(server.cli("import", client, str(path), "--user", owner, "--json"))
+        assert imported["problems"] == [] and imported["events"]["rejected"] == 0
+    with server.admin() as admin:
+        def read(since: str, until: str) -> dict[str, Any]:
+            response = admin.get("/api/v1/metrics/summary", params={"user": owner, "since": since, "until": until})
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        # September-October 2025: e73ea764 (ends while a command runs), bc93a6f7 (completed, then
+        # taken up again and left) and the Cline task (its last request cancelled by the user).
+        # None completed: all three idle for over 30 minutes, so abandoned; no restore anywhere.
+        autumn = read("2025-09-01T00:00:00Z", "2025-11-01T00:00:00Z")
+        volumes, metrics = autumn["volumes"], autumn["metrics"]
+        assert (volumes["tasks"], volumes["completed"], volumes["failed"], volumes["abandoned"]) == (3, 0, 0, 3)
+        # 24 + 2 condenses, 30, 61 requests; the cancelled one is not an error.
+        assert (volumes["requests"], volumes["request_errors"], volumes["rollbacks"]) == (117, 0, 0)
+        # Commands with a known exit: e73ea764's 10 (exit 1 twice); Cline's 28 have none, so they
+        # are not calls. Tools: 13 in e73ea764, 19 in bc93a6f7 (newTask is a subtask, not a call),
+        # 27 in the Cline task, of which 2 MCP errors and 1 MCP timeout.
+        assert (volumes["commands"], volumes["command_errors"], volumes["tool_calls"]) == (10, 2, 59)
+        assert (volumes["call_errors"], volumes["call_timeouts"]) == (5, 1)
+        assert volumes["spend_usd"] == pytest.approx(3.42745704 + 0.1218748125 + 0.143115 + 2.90000775 + 0.3095055)
+        assert metrics == {"task_success_rate": {"value": 0.0, "samples": 3},
+                           "rollback_frequency": {"value": 0.0, "samples": 3},
+                           "tool_error_rate": {"value": round(5 / 69, 6), "samples": 69},
+                           "median_cycle_time_s": {"value": None, "samples": 0},
+                           "cost_per_completed_task_usd": {"value": None, "samples": 0}}
+
+        # The Roo Code CLI's three tasks (November 2026), each completed, on a local model at no cost:
+        # 1 + 3 + 3 requests, `ls` (exit 0) and hello.txt written in two of them.
+        week = read("2026-11-20T00:00:00Z", "2026-11-27T00:00:00Z")
+        volumes, metrics = week["volumes"], week["metrics"]
+        assert (volumes["tasks"], volumes["completed"], volumes["requests"]) == (3, 3, 7)
+        assert (volumes["tokens_in"], volumes["tokens_out"]) == (7983 + 30328 + 30331, 65 + 178 + 178)
+        assert (volumes["commands"], volumes["tool_calls"], volumes["call_errors"]) == (2, 2, 0)
+        # Completion - first message: 0.080 s, 2.455 s and 2.373 s.
+        assert metrics["median_cycle_time_s"] == {"value": 2.373, "samples": 3}
+        assert metrics["task_success_rate"] == {"value": 1.0, "samples": 3}
+        assert metrics["cost_per_completed_task_usd"] == {"value": 0.0, "samples": 3}
+        assert metrics["tool_error_rate"] == {"value": 0.0, "samples": 4}

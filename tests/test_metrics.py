@@ -377,6 +377,26 @@ def test_a_report_for_another_user_needs_the_admin_role(server, make_user):
     assert response.status_code == 403 and "your own events" in response.json()["error"]["message"]
 
 
+def test_one_users_keys_cannot_hide_another_users_events(server, make_user):
+    # Import keys are derivable (client, task id, message time): a colleague who reports them first
+    # must not make the victim's own import look like duplicates.
+    attacker, attacker_key = make_user()
+    victim, victim_key = make_user()
+    task_id = unique("shared")
+    batch = {"events": [{"kind": "task.completed", "time": "2026-11-26T10:00:00Z", "task_id": task_id,
+                         "key": f"cline:{task_id}:1:0:task.completed"}]}
+    with server.client(attacker_key) as client:
+        assert client.post("/api/v1/ingest/events", json=batch).json()["accepted"] == 1
+    with server.client(victim_key) as client:
+        assert client.post("/api/v1/ingest/events", json=batch).json() == {"accepted": 1, "duplicates": 0,
+                                                                           "rejected": []}
+        assert client.post("/api/v1/ingest/events", json=batch).json()["duplicates"] == 1  # still once per user
+    with server.admin() as admin:
+        for user in (attacker, victim):
+            stored = admin.get("/api/v1/events", params={"user": user}).json()["events"]
+            assert [event["task_id"] for event in stored] == [task_id]
+
+
 def test_bad_events_in_a_batch_are_refused_by_index_and_the_rest_stored(server, make_user):
     email, key = make_user()
     good = {"kind": "task.started", "time": "2026-11-26T10:00:00Z", "task_id": unique("t")}

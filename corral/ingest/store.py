@@ -75,8 +75,8 @@ def as_event(item: IngestEvent, owner: Owner, source: str, key_id: int | None) -
 
 
 async def store_events(connection: AsyncConnection, batch: list[Event]) -> int:
-    """Insert the events in the caller's transaction; return how many were new (keyed events
-    already stored are skipped)."""
+    """Insert the events in the caller's transaction; return how many were new (an event whose
+    user already has its key stored is skipped: keys are per user)."""
     if not batch:
         return 0
     dialect = sqlite if connection.dialect.name == "sqlite" else postgresql
@@ -84,16 +84,19 @@ async def store_events(connection: AsyncConnection, batch: list[Event]) -> int:
     loose = [event.row() for event in batch if event.event_key is None]
     stored = 0
     if keyed:
-        # One row per key within the batch too: the database would refuse a batch holding a key twice.
-        unique = {row["event_key"]: row for row in keyed}
-        # Skip the keys already stored before inserting: on PostgreSQL a conflicting insert still
+        # One row per user and key within the batch too: the database would refuse a batch holding one twice.
+        unique = {(row["user_email"], row["event_key"]): row for row in keyed}
+        # Skip what is already stored before inserting: on PostgreSQL a conflicting insert still
         # uses up an id, and gaps in ids hold up the metrics' rollup (corral.metrics.rollup).
-        wanted = list(unique)
-        for start in range(0, len(wanted), 1000):
-            chunk = wanted[start:start + 1000]
-            for stored_key in await connection.scalars(select(events.c.event_key).where(events.c.event_key.in_(chunk))):
-                unique.pop(stored_key, None)
-        statement = dialect.insert(events).on_conflict_do_nothing(index_elements=["event_key"]).returning(events.c.id)
+        for user in {user for user, _ in unique}:
+            wanted = [key for owner, key in unique if owner == user]
+            for start in range(0, len(wanted), 1000):
+                chunk = wanted[start:start + 1000]
+                already = select(events.c.event_key).where(events.c.user_email == user, events.c.event_key.in_(chunk))
+                for stored_key in await connection.scalars(already):
+                    unique.pop((user, stored_key), None)
+        statement = (dialect.insert(events).on_conflict_do_nothing(index_elements=["user_email", "event_key"])
+                     .returning(events.c.id))
         stored += len((await connection.execute(statement, list(unique.values()))).all()) if unique else 0
     if loose:
         await connection.execute(events.insert(), loose)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 
@@ -144,12 +145,14 @@ events = Table(
     Column("cost_usd", Float, nullable=True),
     Column("attributes", JSON, nullable=False, default=dict),
     Column("source", String(32), nullable=True),  # None: Corral's own gateways; else the reporter
-    Column("event_key", String(200), nullable=True, unique=True),  # reported events are stored once
+    Column("event_key", String(200), nullable=True),  # a reported event is stored once per user and key
     Index(None, "time"),
     Index(None, "kind", "time"),
     Index(None, "user_email", "time"),
     Index(None, "team", "time"),
     Index(None, "task_id"),
+    # Per user: one user's keys cannot shadow another's events (keys are often derivable).
+    UniqueConstraint("user_email", "event_key"),
 )
 
 # Policy versions: every proposal is a numbered version; exactly one is `active`. The document
