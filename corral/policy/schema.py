@@ -127,6 +127,7 @@ class Profile(Model):
 class Mode(Model):
     tools: tuple[ToolGroup, ...]
     edit_paths: tuple[str, ...] | None = None
+    profile: str | None = None  # the profile this mode's requests use in compiled client settings
     description: str = ""
 
 
@@ -234,6 +235,18 @@ class Approvals(Model):
     sections: dict[str, SectionApprovals] = {}
 
 
+class Clients(Model):
+    """How the agents' own configuration and hooks carry the policy (docs/clients.md)."""
+    fail_open: bool = False  # a hook lets the tool run when Corral cannot be reached or read the input
+    hook_wait_s: float = Field(25.0, gt=0, le=600)  # how long a hook's answer waits for an approver
+    approval_wait_s: float = Field(600.0, gt=0, le=86400)  # how long a held call stays open for a retry
+    managed_hooks_only: bool = False  # Claude Code: allowManagedHooksOnly
+    managed_permissions_only: bool = False  # Claude Code: allowManagedPermissionRulesOnly
+    max_requests_per_task: int | None = Field(None, ge=1)  # Roo Code: allowedMaxRequests
+    max_cost_per_task_usd: float | None = Field(None, gt=0)  # Roo Code: allowedMaxCost
+    telemetry: bool = True  # agents export OpenTelemetry to Corral
+
+
 class TeamPolicy(Model):
     roles: tuple[str, ...] = ()
 
@@ -253,6 +266,7 @@ class Policy(Model):
     budgets: tuple[Budget, ...] = ()
     limits: tuple[Limit, ...] = ()
     approvals: Approvals = Approvals()
+    clients: Clients = Clients()
     # server -> its read-only twin, which serves callers under a `read_only` override
     read_only_alternatives: dict[str, str] = {}
 
@@ -419,6 +433,9 @@ def _references(policy: Policy) -> list[tuple[Path_, str]]:
             provider = target.split("/", 1)[0]
             if provider not in policy.providers:
                 found.append((("profiles", name, "targets", index), f"no provider named {provider!r}"))
+    for name, mode in policy.modes.items():
+        if mode.profile is not None and mode.profile not in policy.profiles:
+            found.append((("modes", name, "profile"), f"no profile named {mode.profile!r}"))
     for index, entry in enumerate(policy.tools):
         server = entry.match.split("/", 1)[0]
         if "*" not in server and server not in policy.mcp_servers:
