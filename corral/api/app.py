@@ -26,7 +26,8 @@ from corral.api.routes import events as events_routes
 from corral.api.routes import health, identity, ingest, otlp
 from corral.api.routes import metrics as metrics_routes
 from corral.api.routes import audit as audit_routes
-from corral.api.routes.llm import ModelTraffic
+from corral.api.routes.hooks import ENDPOINTS as HOOK_ENDPOINTS
+from corral.api.routes.llm import ENDPOINTS as MODEL_ENDPOINTS, ModelTraffic
 from corral.api.routes.mcp import McpTraffic
 from corral.api.routes import policy as policy_routes
 from corral.api.routes import tools as tools_routes
@@ -41,6 +42,7 @@ from corral.errors import ConfigError
 from corral.gateway.llm.proxy import LlmGateway
 from corral.gateway.llm.spending import Spending
 from corral.gateway.mcp.gateway import McpGateway
+from corral.hooks.service import Hooks
 from corral.metrics.prometheus import GatewayCounters
 from corral.metrics.rollup import Rollup
 from corral.store.counters import counters_for
@@ -67,6 +69,7 @@ class Corral:
     checkpointer: Checkpointer
     llm: LlmGateway
     mcp: McpGateway
+    hooks: Hooks
     keys: KeyCache
     rollup: Rollup
     counters: GatewayCounters
@@ -167,11 +170,12 @@ def create_app(settings: Settings) -> ASGIApp:
         policy = PolicyState(database)
         audit = AuditLog(database)
         shared = counters_for(settings.redis_url, settings.redis_prefix)
+        mcp = McpGateway(policy, recorder, audit, database, shared, settings.mcp_max_stdio, signer.private_key,
+                         settings.mcp_tools_seconds)
         corral = Corral(settings=settings, database=database, recorder=recorder, oidc=oidc, policy=policy, audit=audit,
                         checkpointer=Checkpointer(database, signer, settings.checkpoint_seconds),
                         llm=LlmGateway(policy, recorder, Spending(shared, database), settings.task_idle_seconds),
-                        mcp=McpGateway(policy, recorder, audit, database, shared, settings.mcp_max_stdio,
-                                       signer.private_key, settings.mcp_tools_seconds),
+                        mcp=mcp, hooks=Hooks(policy, recorder, audit, database, mcp.waiters),
                         keys=KeyCache(settings.key_cache_seconds), rollup=Rollup(database), counters=counters)
         app.state.corral = corral
         recorder.start()
@@ -212,4 +216,4 @@ def create_app(settings: Settings) -> ASGIApp:
     app.include_router(metrics_routes.exposition)
     app.include_router(otlp.router)
     app.add_middleware(ForgetKeysOnChange)
-    return RequestIdMiddleware(BodyLimitMiddleware(McpTraffic(ModelTraffic(app), app), max_bytes=settings.max_body_bytes))
+    return RequestIdMiddleware(BodyLimitMiddleware(McpTraffic(ModelTraffic(app, {**MODEL_ENDPOINTS, **HOOK_ENDPOINTS}), app), max_bytes=settings.max_body_bytes))

@@ -61,6 +61,29 @@ def otlp_error(status: int, message: str, content_type: str | None, headers: dic
                     media_type=otlp_wire.MEDIA_TYPES[encoding], headers=headers)
 
 
+CLAUDE_CODE_HOOK, CLINE_HOOK = "/v1/hooks/claude-code", "/v1/hooks/cline"
+
+
+def is_hook_path(path: str) -> bool:
+    return path in (CLAUDE_CODE_HOOK, CLINE_HOOK)
+
+
+def claude_decision(effect: str, reason: str) -> dict[str, object]:
+    return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": effect,
+                                   "permissionDecisionReason": reason}}
+
+
+def hook_refusal(path: str, status: int, message: str) -> Response:
+    """A refusal in the hook's dialect when Corral could not even read which hook it is: for
+    Claude Code a 200 whose pre-tool decision is deny (Claude Code ignores any non-2xx answer, and
+    other events ignore this one), for Cline a cancel. This fails closed; the hook endpoints
+    answer by the policy's `clients.fail_open` when they can read it."""
+    message = f"Corral: {message}"
+    if path == CLAUDE_CODE_HOOK:
+        return JSONResponse(claude_decision("deny", message))
+    return JSONResponse({"cancel": True, "errorMessage": message}, status_code=status)
+
+
 def dialect_of(path: str) -> Dialect | None:
     """The model endpoints answer errors as the API they imitate, so SDKs raise their own errors."""
     if path.startswith("/v1/messages"):
@@ -75,6 +98,8 @@ def error_response(path: str, status: int, code: str, message: str, rule: str | 
     """`content_type` is the request's: OTLP answers in the encoding it was sent."""
     if is_mcp_path(path):
         return jsonrpc_error(status, code, message, rule, headers)
+    if is_hook_path(path):
+        return hook_refusal(path, status, f"{message} (rule {rule})" if rule else message)
     if is_otlp_path(path):
         return otlp_error(status, f"{message} (rule {rule})" if rule else message, content_type, headers)
     dialect = dialect_of(path)

@@ -70,13 +70,15 @@ ENDPOINTS: dict[str, tuple[str, Endpoint]] = {
 
 
 class ModelTraffic:
-    """In front of the REST app: the model endpoints' paths go straight to their endpoints."""
+    """In front of the REST app: the model endpoints' paths (and the other hot paths given, the
+    agents' hooks) go straight to their endpoints."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, endpoints: dict[str, tuple[str, Endpoint]] = ENDPOINTS) -> None:
         self.app = app
+        self.endpoints = endpoints
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = ENDPOINTS.get(scope["path"]) if scope["type"] == "http" else None
+        found = self.endpoints.get(scope["path"]) if scope["type"] == "http" else None
         if found is None:
             await self.app(scope, receive, send)
             return

@@ -41,7 +41,7 @@ class PinIn(Strict):
 
 @router.get("/approvals")
 async def list_approvals(request: Request, caller: Caller,
-                         status: Literal["pending", "approved", "rejected", "expired", "all"] = "pending",
+                         status: Literal["pending", "approved", "used", "rejected", "expired", "all"] = "pending",
                          limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     """Held tool calls, newest first (approvers, admins and auditors see everyone's)."""
     caller.require("read")

@@ -1,7 +1,8 @@
 """Tool calls held for a second person: a call whose decision is `approve` becomes a pending
 approval (who, what tool, the arguments with secrets redacted, why), and waits while an approver
 decides with `corral approvals approve ID` / `reject ID -m WHY` or the REST API. Its status moves
-once, from `pending` to `approved`, `rejected` or `expired`; nobody approves their own call.
+once, from `pending` to `approved`, `rejected` or `expired` (and an approval a hook's caller came
+back for, from `approved` to `used`); nobody approves their own call.
 Every decision is recorded as an event and in the audit ledger.
 """
 
@@ -75,7 +76,8 @@ def _public(row: Any, now: datetime | None = None) -> dict[str, Any]:
 
 async def request_approval(connection: AsyncConnection, principal: Principal, *, server: str, tool: str,
                            tool_class: str, arguments: dict[str, Any], rules: list[str], reason: str,
-                           task_id: str | None, mode: str | None, wait_s: float) -> dict[str, Any]:
+                           task_id: str | None, mode: str | None, wait_s: float,
+                           action: str = "tool.call") -> dict[str, Any]:
     now = utcnow()
     waiting = (await connection.execute(select(func.count()).select_from(tool_approvals).where(
         tool_approvals.c.requested_by == principal.email, tool_approvals.c.status == "pending",
@@ -90,11 +92,33 @@ async def request_approval(connection: AsyncConnection, principal: Principal, *,
     approval_id = (await connection.execute(insert(tool_approvals).values(**values)
                                             .returning(tool_approvals.c.id))).scalar_one()
     await record_change(connection, Event(
-        kind="approval.requested", action="tool.call", user_email=principal.email, team=principal.team,
+        kind="approval.requested", action=action, user_email=principal.email, team=principal.team,
         key_id=principal.key_id, task_id=task_id, mode=mode, resource=f"{server}/{tool}", decision="approve",
         attributes={"approval_id": approval_id, "rules": rules, "class": tool_class,
                     "arguments_sha256": values["arguments_sha256"]}))
     return {"id": approval_id, **values}
+
+
+async def open_approval(connection: AsyncConnection, email: str, server: str, tool: str, arguments_sha256: str,
+                        approved_since: datetime) -> dict[str, Any] | None:
+    """The latest approval of this very call (same person, tool and arguments) that can still
+    let it through: pending and not expired, or approved since `approved_since` and not used.
+    A hook cannot wait as long as an approver may take, so the agent's retry finds it here."""
+    now = utcnow()
+    row = (await connection.execute(
+        select(tool_approvals).where(
+            tool_approvals.c.requested_by == email.lower(), tool_approvals.c.server == server,
+            tool_approvals.c.tool == tool, tool_approvals.c.arguments_sha256 == arguments_sha256,
+            ((tool_approvals.c.status == "pending") & (tool_approvals.c.expires_at > now))
+            | ((tool_approvals.c.status == "approved") & (tool_approvals.c.decided_at >= approved_since)))
+        .order_by(tool_approvals.c.id.desc()).limit(1))).first()
+    return _public(row, now) if row is not None else None
+
+
+async def use_approval(connection: AsyncConnection, approval_id: int) -> bool:
+    """Spend an approval on the call it was for: approved becomes used, once."""
+    return (await connection.execute(update(tool_approvals).where(
+        tool_approvals.c.id == approval_id, tool_approvals.c.status == "approved").values(status="used"))).rowcount == 1
 
 
 async def get_approval(connection: AsyncConnection, approval_id: int) -> dict[str, Any]:
@@ -159,8 +183,9 @@ class Waiters:
         if event is not None:
             event.set()
 
-    async def wait(self, approval_id: int, wait_s: float) -> str:
-        """The approval's final status: approved, rejected or expired (after `wait_s`)."""
+    async def wait(self, approval_id: int, wait_s: float, expire: bool = True) -> str:
+        """The approval's final status: approved, rejected or expired (after `wait_s`); with
+        `expire=False` it is left pending after `wait_s` (a hook's caller may come back for it)."""
         event = self._events.setdefault(approval_id, asyncio.Event())
         deadline = asyncio.get_running_loop().time() + wait_s
         try:
@@ -172,7 +197,7 @@ class Waiters:
                     return status
                 left = deadline - asyncio.get_running_loop().time()
                 if left <= 0:
-                    return await close_unanswered(self._database, approval_id)
+                    return await close_unanswered(self._database, approval_id) if expire else "pending"
                 try:
                     async with asyncio.timeout(min(POLL_S, left)):
                         await event.wait()
