@@ -30,8 +30,11 @@ HOOK_WAIT_S = 1.5
 
 
 def policy_text(**clients: Any) -> str:
-    """The demo policy, with `terraform apply` held for an approver and short hook waits."""
+    """The demo policy, with `terraform apply` held for an approver, `make build` allowed and
+    short hook waits."""
     policy = yaml.safe_load((ROOT / "corral/policy/demo.yaml").read_text())
+    policy["rules"].insert(0, {"id": "builds-allowed", "effect": "allow", "action": "command.exec",
+                               "match": {"command": "make build*"}})
     policy["rules"].insert(0, {"id": "terraform-needs-approval", "effect": "approve", "action": "command.exec",
                                "match": {"command": "terraform apply*"}})
     policy["clients"] = {"hook_wait_s": HOOK_WAIT_S, **clients}
@@ -156,6 +159,28 @@ def test_denied_asked_and_allowed_commands(corral):
     assert bash("ls && rm -rf /")[0] == "deny"  # every part of a chain is decided
     assert bash("git status | tee out.txt")[0] == "ask"  # tee writes a file: not a reader
     assert bash("npm test")[0] == "ask"  # command.exec defaults to confirm
+
+
+def test_the_ledger_holds_decisions_that_let_something_change_refusals_and_results(corral):
+    email, key = person(corral)
+    session = unique("ledgered")
+    def pre(command: str) -> str:
+        return decision(call(corral, CLAUDE_CODE, {"hook_event_name": "PreToolUse", "session_id": session,
+                                                   "tool_name": "Bash", "tool_input": {"command": command}}, key))[0]
+    assert (pre("make build"), pre("rm -rf build"), pre("git status"), pre("npm test")) == (
+        "allow", "deny", "allow", "ask")
+    call(corral, CLAUDE_CODE, {"hook_event_name": "PostToolUse", "session_id": session, "tool_name": "Bash",
+                               "tool_input": {"command": "make build"}, "tool_response": {}}, key)
+    call(corral, CLAUDE_CODE, {"hook_event_name": "PostToolUse", "session_id": session, "tool_name": "Bash",
+                               "tool_input": {"command": "git status"}, "tool_response": {}}, key)
+    deadline, found = time.monotonic() + 10, []
+    while len(found) < 4 and time.monotonic() < deadline:  # refusals and results are appended soon after
+        found = httpx.get(corral["url"] + "/api/v1/audit/records", params={"actor": email},
+                          headers={"Authorization": f"Bearer {corral['admin']}"}, timeout=10).json()["records"]
+    # `git status` is a reader: neither its decision nor its result is ledgered.
+    assert sorted((item["action"], item["resource"], item["decision"] or "", item["outcome"]) for item in found) == [
+        ("command.exec", "make build", "", "ok"), ("command.exec", "make build", "allow", "allowed"),
+        ("command.exec", "npm test", "confirm", "asked"), ("command.exec", "rm -rf build", "deny", "denied")]
 
 
 def test_files_are_decided_on_their_path_inside_the_workspace(corral):

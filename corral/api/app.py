@@ -216,4 +216,5 @@ def create_app(settings: Settings) -> ASGIApp:
     app.include_router(metrics_routes.exposition)
     app.include_router(otlp.router)
     app.add_middleware(ForgetKeysOnChange)
-    return RequestIdMiddleware(BodyLimitMiddleware(McpTraffic(ModelTraffic(app, {**MODEL_ENDPOINTS, **HOOK_ENDPOINTS}), app), max_bytes=settings.max_body_bytes))
+    fast = ModelTraffic(app, {**MODEL_ENDPOINTS, **HOOK_ENDPOINTS})
+    return RequestIdMiddleware(BodyLimitMiddleware(McpTraffic(fast, app), max_bytes=settings.max_body_bytes))

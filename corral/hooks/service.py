@@ -10,8 +10,10 @@ the gateway.
 - `approve` holds the call for an approver within `clients.hook_wait_s`; the approval stays open
   for `clients.approval_wait_s`, so when the agent tries the same call again it goes through
   once approved (and only once).
-- Decisions that let something change (writes, commands that are not readers, MCP tools that
-  are not read-only) and every refusal are appended to the audit ledger before the answer.
+- The audit ledger holds every decision on a tool use that could change something (writes,
+  commands that are not readers, MCP tools that are not read-only), every refusal, and the
+  result of every such tool that ran. An allow of a change is on the ledger before the answer;
+  the others are appended without holding the answer up, since nothing happens on Corral's word.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Hooks:
         self._audit = audit
         self._database = database
         self._waiters = waiters
+        self._appending: set[asyncio.Task[AuditRecord]] = set()  # appends not waited for
 
     async def fail_open(self) -> bool:
         """Whether the policy lets a tool run when its hook cannot be read."""
@@ -67,9 +70,25 @@ class Hooks:
         """Decide a tool about to run (a Verdict), or record what the hook reports (None)."""
         if call.stage == "pre_tool":
             return await self._pre_tool(principal, call)
-        for event in report_events(principal, call):
+        events = report_events(principal, call)
+        for event in events:
             self._recorder.emit(event)
+        if call.stage in ("post_tool", "tool_failed") and _changed(await self._policy.current(), call):
+            for event in events:  # a tool that could have changed something ran: its result is ledgered
+                self._ledger_soon(AuditRecord(actor=principal.email, action=event.kind, resource=event.resource or "?",
+                                              outcome=event.outcome, payload_sha256=payload_sha256(call.tool_input)))
         return None
+
+    def _ledger_soon(self, record: AuditRecord) -> None:
+        """Append without waiting for the commit (the group commit writes it within milliseconds)."""
+        task = asyncio.create_task(self._audit.append(record))
+        self._appending.add(task)
+        task.add_done_callback(self._appended)
+
+    def _appended(self, task: asyncio.Task[AuditRecord]) -> None:
+        self._appending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("appending a hook's audit record failed: %s", task.exception())
 
     # ---- a tool about to run -------------------------------------------------------------------
 
@@ -84,13 +103,16 @@ class Hooks:
                               "for it; ask an admin to allow it for you in the policy")
         if decision.effect == "approve":
             verdict = await self._hold(effective, principal, call, acts or [], decision)
-        changes = acts is None or not all(_read_only(effective, act) for act in acts)
+        changes = _changed(effective, call)
         if changes or verdict.effect != "allow":
-            await self._audit.append(AuditRecord(
-                actor=principal.email, action=acts[0].action if acts else "tool.call",
-                resource=_resource(call, acts), decision=decision.effect,
-                outcome={"allow": "allowed", "ask": "asked", "deny": "denied"}[verdict.effect],
-                payload_sha256=payload_sha256(call.tool_input)))
+            record = AuditRecord(actor=principal.email, action=acts[0].action if acts else "tool.call",
+                                 resource=_resource(call, acts), decision=decision.effect,
+                                 outcome={"allow": "allowed", "ask": "asked", "deny": "denied"}[verdict.effect],
+                                 payload_sha256=payload_sha256(call.tool_input))
+            if verdict.effect == "allow":  # Corral lets a change happen: on the ledger before the answer
+                await self._audit.append(record)
+            else:  # nothing happens on Corral's word: the answer need not wait for the fsync
+                self._ledger_soon(record)
         self._recorder.emit(_event(principal, call, "tool.call", now, action=acts[0].action if acts else "tool.call",
                                    resource=_resource(call, acts), decision=decision.effect,
                                    outcome={"allow": None, "ask": "asked", "deny": "denied"}[verdict.effect],
@@ -169,6 +191,12 @@ def _read_only(effective: EffectivePolicy, act: Act) -> bool:
     if act.action == "command.exec":
         return command_class(act.resource) == "read-only"
     return act.action == "tool.call" and effective.compiled.tool_class(act.resource, None) == "read-only"
+
+
+def _changed(effective: EffectivePolicy, call: HookCall) -> bool:
+    """Whether a tool use that ran could have changed something (its result goes on the ledger)."""
+    acts = acts_of(call)
+    return acts is None or not all(_read_only(effective, act) for act in acts)
 
 
 def _tool_class(effective: EffectivePolicy, acts: list[Act]) -> str:

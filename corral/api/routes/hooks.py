@@ -12,6 +12,7 @@ path) and always answer in the client's own terms:
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -28,11 +29,19 @@ _CLINE_GATES = frozenset({"pre_tool", "task_started", "task_resumed", "prompt"})
 
 
 async def claude_code(request: Request) -> Response:
-    return await _hook(request, CLAUDE_CODE)
+    return await _timed(request, CLAUDE_CODE)
 
 
 async def cline(request: Request) -> Response:
-    return await _hook(request, CLINE)
+    return await _timed(request, CLINE)
+
+
+async def _timed(request: Request, path: str) -> Response:
+    """The answer, with how long Corral took in `Server-Timing` (what bench/hooks.py reports)."""
+    started = time.perf_counter()
+    response = await _hook(request, path)
+    response.headers["server-timing"] = f"corral;dur={(time.perf_counter() - started) * 1000:.3f}"
+    return response
 
 
 async def _hook(request: Request, path: str) -> Response:
