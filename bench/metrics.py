@@ -4,7 +4,8 @@ days, 7 days; overall and broken down) against the cheapest query over the raw e
 even part of the answer. Runs on SQLite and on PostgreSQL (when BENCH_PG_URL or the local server
 answers). Target: the 30-day summary in <= 500 ms.
 
-    python bench/metrics.py [--events 10000000] [--backend sqlite|postgresql|both]
+    python bench/metrics.py [--events 10000000] [--backend sqlite|postgresql|both] [--keep]
+    python bench/metrics.py --database URL   # the queries again, on a database kept by --keep
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import importlib.util
 import json
 import random
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -135,22 +137,28 @@ def generate(url: str, count: int) -> float:
     return time.perf_counter() - started
 
 
-async def measure(url: str, count: int) -> None:
+async def measure(url: str, count: int | None) -> None:
+    """Generate `count` events and fold them (None: the database has them already, from an
+    earlier `--keep` run), then time the queries."""
     upgrade(url)
-    print(f"  generating {count:,} events over {DAYS} days ...")
-    seconds = generate(url, count)
-    print(f"  generated in {seconds:.0f} s ({count / seconds:,.0f} events/s)")
+    if count is not None:
+        print(f"  generating {count:,} events over {DAYS} days ...")
+        seconds = generate(url, count)
+        print(f"  generated in {seconds:.0f} s ({count / seconds:,.0f} events/s)")
     database = Database(url)
     try:
         rollup = Rollup(database)
         started = time.perf_counter()
         folded = await rollup.catch_up(budget_s=float("inf"))
         seconds = time.perf_counter() - started
-        print(f"  folded {folded:,} events into the rollups in {seconds:.0f} s ({folded / seconds:,.0f} events/s)")
+        if folded:
+            print(f"  folded {folded:,} events into the rollups in {seconds:.0f} s ({folded / seconds:,.0f} events/s)")
+        statistics_refreshed(url)
         async with database.read() as connection:
             tasks = await connection.scalar(text("SELECT COUNT(*) FROM metric_tasks"))
             hours = await connection.scalar(text("SELECT COUNT(*) FROM metric_hours"))
-        print(f"  rollup rows: {tasks:,} tasks, {hours:,} hour rows")
+            days = await connection.scalar(text("SELECT COUNT(*) FROM metric_days"))
+        print(f"  rollup rows: {tasks:,} tasks, {hours:,} hour rows, {days:,} day rows")
         idle_before = NOW - timedelta(minutes=30)
 
         async def summary(days: int, by: str | None):
@@ -196,17 +204,42 @@ async def measure(url: str, count: int) -> None:
         await database.close()
 
 
+def statistics_refreshed(url: str) -> None:
+    """What autovacuum (PostgreSQL) or `PRAGMA optimize` (SQLite) does on a live server after a
+    bulk load: fresh planner statistics (and on PostgreSQL the visibility map index-only scans use)."""
+    path = sqlite_path(url)
+    if path is not None:
+        with sqlite3.connect(path) as connection:
+            connection.execute("ANALYZE")
+        return
+    with psycopg.connect(sync_url(url).replace("postgresql+psycopg", "postgresql"), autocommit=True) as connection:
+        for table in ("metric_tasks", "metric_hours", "metric_days"):
+            connection.execute(f"VACUUM ANALYZE {table}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--keep", action="store_true", help="keep the generated databases (their URLs are printed)")
+    parser.add_argument("--database", help="time the queries on a database kept by an earlier --keep run")
     arguments = parser.parse_args()
     print(machine.describe())
+    if arguments.database:
+        print(f"{arguments.database}:")
+        asyncio.run(measure(arguments.database, None))
+        return
     if arguments.backend in ("sqlite", "both"):
-        with tempfile.TemporaryDirectory(prefix="corral-bench-") as directory:
+        directory = tempfile.mkdtemp(prefix="corral-bench-")
+        try:
             print("SQLite (WAL):")
             asyncio.run(measure(f"sqlite:///{directory}/corral.db", arguments.events))
+        finally:
+            if arguments.keep:
+                print(f"  kept: --database sqlite:///{directory}/corral.db")
+            else:
+                shutil.rmtree(directory)
     if arguments.backend in ("postgresql", "both"):
         admin = create_engine(arguments.pg_url, isolation_level="AUTOCOMMIT")
         name = f"corral_bench_{uuid.uuid4().hex[:8]}"
@@ -217,8 +250,11 @@ def main() -> None:
             print(f"PostgreSQL {version}:")
             asyncio.run(measure(arguments.pg_url.rsplit("/", 1)[0] + f"/{name}", arguments.events))
         finally:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            if arguments.keep:
+                print(f"  kept: --database {arguments.pg_url.rsplit('/', 1)[0]}/{name}")
+            else:
+                with admin.connect() as connection:
+                    connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin.dispose()
 
 

@@ -369,6 +369,30 @@ def test_wrong_summary_parameters_get_a_clear_error(server, params, words):
     assert response.status_code in (400, 422) and words in response.json()["error"]["message"], response.text
 
 
+def test_windows_of_whole_days_and_odd_hours_count_the_same_requests(server, make_user):
+    # Requests at 23:30 on the 1st, 00:30, 12:30 and 23:30 on the 2nd, 00:30 on the 3rd: a window
+    # is read from day rows for its whole days and hour rows for the hours around them.
+    email, _ = make_user(key=False)
+    times = ["2026-03-01T23:30:00Z", "2026-03-02T00:30:00Z", "2026-03-02T12:30:00Z", "2026-03-02T23:30:00Z",
+             "2026-03-03T00:30:00Z"]
+    events = [{"kind": "llm.request", "time": time, "user": email, "task_id": "days", "outcome": "ok",
+               "cost_usd": 1.0, "key": f"days-{index}"} for index, time in enumerate(times)]
+    with server.admin() as admin:
+        assert admin.post("/api/v1/ingest/events", json={"events": events}).json()["accepted"] == 5
+        def requests(since: str, until: str) -> int:
+            found = admin.get("/api/v1/metrics/summary", params={"user": email, "since": since, "until": until})
+            assert found.status_code == 200, found.text
+            return found.json()["volumes"]["requests"]
+        assert requests("2026-03-02T00:00:00Z", "2026-03-03T00:00:00Z") == 3  # one whole day
+        assert requests("2026-03-01T23:00:00Z", "2026-03-03T01:00:00Z") == 5  # a day and an hour each side
+        assert requests("2026-03-02T01:00:00Z", "2026-03-03T01:00:00Z") == 3  # 12:30, 23:30, 00:30
+        assert requests("2026-03-01T12:00:00Z", "2026-03-02T12:00:00Z") == 2  # no whole day: hours only
+        series = admin.get("/api/v1/metrics/series", params={"user": email, "metric": "requests", "step": "24h",
+                                                              "since": "2026-03-01T12:00:00Z",
+                                                              "until": "2026-03-03T12:00:00Z"}).json()
+        assert [point["value"] for point in series["points"]] == [2, 3]
+
+
 def test_a_report_for_another_user_needs_the_admin_role(server, make_user):
     _, key = make_user()
     with server.client(key) as developer:

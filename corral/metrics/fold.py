@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
+from corral.store.tables import HOUR_MEASURES
+
 DIMENSIONS = ("team", "user_email", "client", "mode", "model", "provider", "tool")
-MEASURES = ("requests", "request_errors", "tokens_in", "tokens_out", "spend_usd",
-            "calls", "call_errors", "call_timeouts", "commands", "command_errors")
+MEASURES = HOUR_MEASURES
 CALL_OUTCOMES = ("ok", "error", "timeout")
 FAILED = ("error", "timeout")
 _GATEWAY_FAILURES = {"upstream_error": "error", "protocol_error": "error", "unavailable": "error"}

@@ -1,5 +1,6 @@
-"""The rollup: folds new events, in id order, into `metric_tasks` (one row per task) and
-`metric_hours` (sums per hour and dimension), and remembers the last event folded. Rollups are
+"""The rollup: folds new events, in id order, into `metric_tasks` (one row per task),
+`metric_hours` and `metric_days` (sums per hour, per day, and dimension), and remembers the last
+event folded. Rollups are
 derived data: `rebuild` throws them away and folds every event again.
 
 Only this module writes the rollup tables. One replica folds at a time (a PostgreSQL advisory
@@ -24,7 +25,7 @@ from corral.metrics.fold import (
     task_key,
 )
 from corral.store.database import Database
-from corral.store.tables import events, metric_hours, metric_progress, metric_tasks
+from corral.store.tables import events, metric_days, metric_hours, metric_progress, metric_tasks
 
 log = logging.getLogger("corral.metrics")
 BATCH = 10_000
@@ -69,7 +70,7 @@ class Rollup:
         read what has been folded so far)."""
         async with self._lock:
             async with self._database.transaction() as connection:
-                for table in (metric_hours, metric_tasks, metric_progress):
+                for table in (metric_hours, metric_days, metric_tasks, metric_progress):
                     await connection.execute(delete(table))
             self._gaps.clear()
         folded, idle_since = 0, time.monotonic()
@@ -193,12 +194,20 @@ async def _write_tasks(connection: AsyncConnection, tasks: list[TaskState]) -> N
 
 
 async def _write_hours(connection: AsyncConnection, deltas: HourDeltas) -> None:
+    """Add the deltas to their hour rows and to their day rows."""
     if not deltas.rows:
         return
-    statement = _insert(connection, metric_hours)
-    added = {name: metric_hours.c[name] + statement.excluded[name] for name in MEASURES}
-    rows = [{"hour": key[0], **dict(zip(DIMENSIONS, key[1:])), **measures} for key, measures in deltas.rows.items()]
-    await connection.execute(statement.on_conflict_do_update(index_elements=["hour", *DIMENSIONS], set_=added), rows)
+    days: dict[tuple[Any, ...], dict[str, float]] = {}
+    for (hour, *dimensions), measures in deltas.rows.items():
+        day = days.setdefault((hour.replace(hour=0), *dimensions), dict.fromkeys(MEASURES, 0))
+        for name, value in measures.items():
+            day[name] += value
+    for table, grain, sums in ((metric_hours, "hour", deltas.rows), (metric_days, "day", days)):
+        statement = _insert(connection, table)
+        added = {name: table.c[name] + statement.excluded[name] for name in MEASURES}
+        rows = [{grain: key[0], **dict(zip(DIMENSIONS, key[1:])), **measures} for key, measures in sums.items()]
+        await connection.execute(statement.on_conflict_do_update(index_elements=[grain, *DIMENSIONS], set_=added),
+                                 rows)
 
 
 async def folded_up_to(connection: AsyncConnection) -> tuple[int, int]:

@@ -13,18 +13,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Table, cast, func, literal, select, union_all
+from sqlalchemy import BigInteger, Table, case, cast, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from corral.errors import InvalidRequest
 from corral.metrics.definitions import METRICS, Volumes, metrics_of
 from corral.metrics.fold import hour_of
-from corral.store.tables import metric_hours, metric_tasks
+from corral.store.tables import HOUR_MEASURES, metric_days, metric_hours, metric_tasks
 
 GROUPS = {"team": "team", "user": "user_email", "mode": "mode", "model": "model", "provider": "provider",
           "client": "client", "tool": "tool"}
 MAX_GROUPS = 500
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 _LENGTH = re.compile(r"^(\d{1,5})([hdw])$")
 _HOURS = {"h": 1, "d": 24, "w": 168}
 
@@ -95,8 +96,14 @@ def length_of(text: str, name: str = "window") -> timedelta:
 Grouping = Callable[[Table, Any], Any]
 
 
+def _overall_group(_table: Table, _time: Any) -> Any:
+    return literal("")
+
+
 def by_dimension(by: str | None) -> Grouping:
-    return lambda table, _time: literal("") if by is None else table.c[GROUPS[by]]
+    if by is None:
+        return _overall_group
+    return lambda table, _time: table.c[GROUPS[by]]
 
 
 def by_step(start: datetime, step: timedelta, dialect: str) -> Grouping:
@@ -113,59 +120,113 @@ def by_step(start: datetime, step: timedelta, dialect: str) -> Grouping:
 async def _task_volumes(connection: AsyncConnection, window: Window, scope: Scope, group: Grouping,
                         idle_before: datetime) -> dict[Any, Volumes]:
     """Tasks that ended in the window, by outcome. A task with no outcome whose last event is
-    older than `idle_before` ended (abandoned) at that event."""
-    ended = select(group(metric_tasks, metric_tasks.c.outcome_at).label("grp"), metric_tasks.c.outcome.label("outcome"), metric_tasks.c.rollbacks).where(
-        metric_tasks.c.outcome.is_not(None), metric_tasks.c.outcome_at >= window.start,
-        metric_tasks.c.outcome_at < window.end, *scope.where(metric_tasks))
-    idle = select(group(metric_tasks, metric_tasks.c.last_at).label("grp"), literal("abandoned").label("outcome"), metric_tasks.c.rollbacks).where(
-        metric_tasks.c.outcome.is_(None), metric_tasks.c.last_at >= window.start,
-        metric_tasks.c.last_at < min(window.end, idle_before), *scope.where(metric_tasks))
+    older than `idle_before` ended (abandoned) at that event. Both reads are covered by an index."""
+    tasks = metric_tasks.c
+    ended = select(group(metric_tasks, tasks.outcome_at).label("grp"), *_counted(tasks.outcome), tasks.rollbacks) \
+        .where(tasks.outcome_at >= window.start, tasks.outcome_at < window.end, tasks.outcome.is_not(None),
+               *scope.where(metric_tasks))
+    idle = select(group(metric_tasks, tasks.last_at).label("grp"), *_counted(literal("abandoned")), tasks.rollbacks) \
+        .where(tasks.last_at >= window.start, tasks.last_at < min(window.end, idle_before), tasks.outcome.is_(None),
+               *scope.where(metric_tasks))
     both = union_all(ended, idle).subquery()
-    rows = await connection.execute(
-        select(both.c.grp, both.c.outcome, func.count(), func.sum(both.c.rollbacks))
-        .group_by(both.c.grp, both.c.outcome))
+    rows = await connection.execute(_summed(both.c.grp, [*(both.c[name] for name in _OUTCOMES), both.c.rollbacks],
+                                            group))
     volumes: dict[Any, Volumes] = {}
-    for grp, outcome, count, rollbacks in rows:
-        found = volumes.setdefault(grp, Volumes())
-        setattr(found, outcome, getattr(found, outcome) + count)
-        found.tasks += count
-        found.rollbacks += int(rollbacks or 0)
+    for grp, *counts, rollbacks in rows:
+        found = volumes[grp] = Volumes(**{name: int(count or 0) for name, count in zip(_OUTCOMES, counts)})
+        found.tasks = found.completed + found.failed + found.abandoned
+        found.rollbacks = int(rollbacks or 0)
     return volumes
+
+
+_OUTCOMES = ("completed", "failed", "abandoned")
+
+
+def _counted(outcome: Any) -> list[Any]:
+    """One 0/1 column per outcome: summed without grouping by outcome (a sort fewer)."""
+    return [case((outcome == name, 1), else_=0).label(name) for name in _OUTCOMES]
 
 
 async def _medians(connection: AsyncConnection, window: Window, scope: Scope, group: Grouping
                    ) -> dict[Any, tuple[float, int]]:
     """Median cycle time of tasks completed in the window: (median, samples) per group, computed
-    in the database (window functions on both SQLite and PostgreSQL)."""
-    group = group(metric_tasks, metric_tasks.c.outcome_at).label("grp")
+    in the database: PostgreSQL's percentile_cont; on SQLite the middle rows by OFFSET for the
+    whole window, window functions for groups."""
+    tasks = metric_tasks.c
+    completed = (tasks.outcome_at >= window.start, tasks.outcome_at < window.end, tasks.outcome == "completed",
+                 tasks.cycle_s.is_not(None), *scope.where(metric_tasks))
+    grp = group(metric_tasks, tasks.outcome_at).label("grp")
+    if connection.dialect.name == "postgresql":
+        rows = await connection.execute(
+            select(grp, func.percentile_cont(0.5).within_group(tasks.cycle_s), func.count())
+            .where(*completed).group_by(grp))
+        return {key: (float(value), int(samples)) for key, value, samples in rows}
+    if group is _overall_group:
+        samples = (await connection.execute(select(func.count()).where(*completed))).scalar_one()
+        if not samples:
+            return {}
+        middle = (await connection.execute(select(tasks.cycle_s).where(*completed).order_by(tasks.cycle_s)
+                                           .limit(2 - samples % 2).offset((samples - 1) // 2))).scalars().all()
+        return {"": (sum(middle) / len(middle), samples)}
     ranked = select(
-        group, metric_tasks.c.cycle_s.label("cycle"),
-        func.row_number().over(partition_by=group, order_by=metric_tasks.c.cycle_s).label("position"),
-        func.count().over(partition_by=group).label("samples"),
-    ).where(metric_tasks.c.outcome == "completed", metric_tasks.c.outcome_at >= window.start,
-            metric_tasks.c.outcome_at < window.end, metric_tasks.c.cycle_s.is_not(None),
-            *scope.where(metric_tasks)).subquery()
+        grp, tasks.cycle_s.label("cycle"),
+        func.row_number().over(partition_by=grp, order_by=tasks.cycle_s).label("position"),
+        func.count().over(partition_by=grp).label("samples"),
+    ).where(*completed).subquery()
     rows = await connection.execute(
         select(ranked.c.grp, func.avg(ranked.c.cycle), func.max(ranked.c.samples))
         .where(ranked.c.position.in_([(ranked.c.samples + 1) // 2, (ranked.c.samples + 2) // 2]))
         .group_by(ranked.c.grp))
-    return {grp: (float(value), int(samples)) for grp, value, samples in rows}
+    return {key: (float(value), int(samples)) for key, value, samples in rows}
 
 
-_SUMS = ("requests", "request_errors", "tokens_in", "tokens_out", "spend_usd", "calls", "call_errors",
-         "call_timeouts", "commands", "command_errors")
+_SUMS = HOUR_MEASURES
 
 
-async def _hour_volumes(connection: AsyncConnection, window: Window, scope: Scope, group: Grouping, tools: bool
-                        ) -> dict[Any, dict[str, float]]:
-    group = group(metric_hours, metric_hours.c.hour).label("grp")
-    tool_rows = metric_hours.c.tool != "" if tools else metric_hours.c.tool == ""
-    rows = await connection.execute(
-        select(group, *(func.sum(metric_hours.c[name]) for name in _SUMS))
-        .where(metric_hours.c.hour >= window.start, metric_hours.c.hour < window.end, tool_rows,
-               *scope.where(metric_hours))
-        .group_by(group))
-    return {row[0]: dict(zip(_SUMS, (value or 0 for value in row[1:]))) for row in rows}
+async def _hour_volumes(connection: AsyncConnection, window: Window, scope: Scope, group: Grouping, tools: bool,
+                        whole_days: bool = True) -> dict[Any, dict[str, float]]:
+    """Sums of requests and calls per group: from day rows for the whole days of the window
+    (when `whole_days`: not for groups finer than a day), from hour rows for the rest."""
+    found: dict[Any, dict[str, float]] = {}
+    for table, time, start, end in _spans(window, whole_days):
+        tool_rows = table.c.tool != "" if tools else table.c.tool == ""
+        grp = group(table, time).label("grp")
+        rows = await connection.execute(
+            _summed(grp, [table.c[name] for name in _SUMS], group)
+            .where(time >= start, time < end, tool_rows, *scope.where(table)))
+        for key, *values in rows:
+            if all(value is None for value in values):
+                continue  # no rows: the sums of nothing
+            sums = found.setdefault(key, dict.fromkeys(_SUMS, 0))
+            for name, value in zip(_SUMS, values):
+                sums[name] += value or 0
+    return found
+
+
+def _spans(window: Window, whole_days: bool) -> list[tuple[Table, Any, datetime, datetime]]:
+    """Where a window's sums are kept: (table, its time column, start, end) for day rows over
+    the whole days in the window and hour rows over the hours before and after them."""
+    first = window.start if window.start == _midnight(window.start) else _midnight(window.start) + DAY
+    last = _midnight(window.end)
+    if not whole_days or first >= last:
+        return [(metric_hours, metric_hours.c.hour, window.start, window.end)]
+    spans = [(metric_days, metric_days.c.day, first, last)]
+    if window.start < first:
+        spans.insert(0, (metric_hours, metric_hours.c.hour, window.start, first))
+    if last < window.end:
+        spans.append((metric_hours, metric_hours.c.hour, last, window.end))
+    return spans
+
+
+def _midnight(time: datetime) -> datetime:
+    return time.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _summed(grp: Any, columns: list[Any], group: Grouping) -> Any:
+    """SELECT grp, sum(column)...: grouped by grp, except for the whole window (one row, no sort)."""
+    if group is _overall_group:
+        return select(literal("").label("grp"), *(func.sum(column) for column in columns))
+    return select(grp, *(func.sum(column) for column in columns)).group_by(grp)
 
 
 def _merge(tasks: Volumes | None, sums: dict[str, float] | None) -> Volumes:
@@ -185,11 +246,13 @@ def _merge(tasks: Volumes | None, sums: dict[str, float] | None) -> Volumes:
 
 
 async def _measure(connection: AsyncConnection, window: Window, scope: Scope, group: Grouping,
-                   idle_before: datetime, tools: bool = False) -> dict[Any, tuple[Volumes, float | None, int]]:
+                   idle_before: datetime, tools: bool = False, whole_days: bool = True
+                   ) -> dict[Any, tuple[Volumes, float | None, int]]:
     """(volumes, median cycle time, its samples) for the window, per group. Grouped by tool,
-    only calls have groups (tasks have no one tool)."""
+    only calls have groups (tasks have no one tool). Groups finer than a day (a series' steps)
+    read hour rows only (`whole_days=False`)."""
     tasks = {} if tools else await _task_volumes(connection, window, scope, group, idle_before)
-    sums = await _hour_volumes(connection, window, scope, group, tools)
+    sums = await _hour_volumes(connection, window, scope, group, tools, whole_days)
     medians = {} if tools else await _medians(connection, window, scope, group)
     return {grp: (_merge(tasks.get(grp), sums.get(grp)), *medians.get(grp, (None, 0)))
             for grp in set(tasks) | set(sums) | set(medians)}
@@ -243,7 +306,7 @@ async def series(connection: AsyncConnection, window: Window, scope: Scope, metr
     if (window.end - window.start) / step > 2000:
         raise InvalidRequest("that is more than 2000 points; use a longer step or a shorter window")
     step_of = by_step(window.start, step, connection.dialect.name)
-    measured = await _measure(connection, window, scope, step_of, idle_before)
+    measured = await _measure(connection, window, scope, step_of, idle_before, whole_days=False)
     points = []
     for index in range(math.ceil((window.end - window.start) / step)):
         start = window.start + index * step

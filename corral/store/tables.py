@@ -292,6 +292,10 @@ tool_pins = Table(
     Column("pinned_at", UTCDateTime, nullable=False),
 )
 
+TASK_DIMENSIONS = ("team", "user_email", "client", "mode", "model", "provider")
+HOUR_MEASURES = ("requests", "request_errors", "tokens_in", "tokens_out", "spend_usd", "calls", "call_errors",
+                 "call_timeouts", "commands", "command_errors")
+
 # Metric rollups: derived from events by corral.metrics.rollup, never written by anything else,
 # and rebuilt from events at will. A missing dimension is '' (not NULL) so it can be part of a key.
 metric_tasks = Table(
@@ -314,37 +318,45 @@ metric_tasks = Table(
     Column("requests", Integer, nullable=False, default=0),
     Column("spend_usd", Float, nullable=False, default=0.0),
     Column("rollbacks", Integer, nullable=False, default=0),
-    Index(None, "outcome_at"),
-    Index(None, "last_at"),
+    # Covering the summaries' reads (tasks ended in a window; open ones gone idle), so a month of
+    # tasks is read from the index alone.
+    Index("ix_metric_tasks_ended", "outcome_at", "outcome", "cycle_s", "rollbacks", *TASK_DIMENSIONS),
+    Index("ix_metric_tasks_idle", "last_at", "outcome", "rollbacks", *TASK_DIMENSIONS),
 )
 
-metric_hours = Table(
-    "metric_hours",
-    metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("hour", UTCDateTime, nullable=False),
-    Column("team", String(100), nullable=False),
-    Column("user_email", String(320), nullable=False),
-    Column("client", String(50), nullable=False),
-    Column("mode", String(64), nullable=False),
-    Column("model", String(200), nullable=False),
-    Column("provider", String(100), nullable=False),
-    # '' on rows that hold everything; a tool's own rows (server/tool, a tool, command:<program>) hold
-    # only its calls, with team and client, so a per-tool breakdown does not multiply the rest
-    Column("tool", String(200), nullable=False),
-    Column("requests", BigInteger, nullable=False, default=0),
-    Column("request_errors", BigInteger, nullable=False, default=0),
-    Column("tokens_in", BigInteger, nullable=False, default=0),
-    Column("tokens_out", BigInteger, nullable=False, default=0),
-    Column("spend_usd", Float, nullable=False, default=0.0),
-    Column("calls", BigInteger, nullable=False, default=0),  # tool and command calls whose result is known
-    Column("call_errors", BigInteger, nullable=False, default=0),  # error or timeout
-    Column("call_timeouts", BigInteger, nullable=False, default=0),
-    Column("commands", BigInteger, nullable=False, default=0),
-    Column("command_errors", BigInteger, nullable=False, default=0),
-    Index("ux_metric_hours_key", "hour", "team", "user_email", "client", "mode", "model", "provider", "tool",
-          unique=True),
-)
+def _sums(name: str, grain: str) -> Table:
+    """Sums of model requests and calls per `grain` (hour or day, its start) and dimension."""
+    return Table(
+        name,
+        metadata,
+        Column("id", BigId, primary_key=True, autoincrement=True),
+        Column(grain, UTCDateTime, nullable=False),
+        Column("team", String(100), nullable=False),
+        Column("user_email", String(320), nullable=False),
+        Column("client", String(50), nullable=False),
+        Column("mode", String(64), nullable=False),
+        Column("model", String(200), nullable=False),
+        Column("provider", String(100), nullable=False),
+        # '' on rows that hold everything; a tool's own rows (server/tool, a tool, command:<program>) hold
+        # only its calls, with team and client, so a per-tool breakdown does not multiply the rest
+        Column("tool", String(200), nullable=False),
+        Column("requests", BigInteger, nullable=False, default=0),
+        Column("request_errors", BigInteger, nullable=False, default=0),
+        Column("tokens_in", BigInteger, nullable=False, default=0),
+        Column("tokens_out", BigInteger, nullable=False, default=0),
+        Column("spend_usd", Float, nullable=False, default=0.0),
+        Column("calls", BigInteger, nullable=False, default=0),  # tool and command calls whose result is known
+        Column("call_errors", BigInteger, nullable=False, default=0),  # error or timeout
+        Column("call_timeouts", BigInteger, nullable=False, default=0),
+        Column("commands", BigInteger, nullable=False, default=0),
+        Column("command_errors", BigInteger, nullable=False, default=0),
+        Index(f"ux_{name}_key", grain, *TASK_DIMENSIONS, "tool", unique=True),
+    )
+
+
+metric_hours = _sums("metric_hours", "hour")
+# The same sums per day: a month's summary reads ~30 days of these and at most two days of hours.
+metric_days = _sums("metric_days", "day")
 
 metric_progress = Table(
     "metric_progress",
