@@ -46,9 +46,11 @@ def upgrade() -> None:
     op.create_index('ix_metric_tasks_ended', 'metric_tasks',
                     ['outcome_at', 'outcome', 'cycle_s', 'rollbacks', *TASK_DIMENSIONS])
     op.create_index('ix_metric_tasks_idle', 'metric_tasks', ['last_at', 'outcome', 'rollbacks', *TASK_DIMENSIONS])
+    op.create_index('ix_metric_tasks_cycle', 'metric_tasks', ['outcome', 'cycle_s', 'outcome_at', 'team', 'user_email'])
 
 
 def downgrade() -> None:
+    op.drop_index('ix_metric_tasks_cycle', table_name='metric_tasks')
     op.drop_index('ix_metric_tasks_idle', table_name='metric_tasks')
     op.drop_index('ix_metric_tasks_ended', table_name='metric_tasks')
     op.create_index('ix_metric_tasks_last_at', 'metric_tasks', ['last_at'])
