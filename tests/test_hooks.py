@@ -7,7 +7,9 @@ in the task metrics. A server of its own runs the demo policy plus an approval r
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -20,6 +22,7 @@ import httpx
 import pytest
 import yaml
 
+from corral.clients.cline import hook_script
 from corral.identity.tokens import generate_key
 from tests.conftest import BACKENDS, own_database, start_server, stop_server, unique
 from tests.test_taskfolders import agent_fixture
@@ -349,6 +352,32 @@ def test_cline_hooks_cancel_a_denied_command_and_record_the_task(corral):
     assert kinds[("command.exec", "1760534080239")] == 1 and kinds[("task.completed", "1760534080239")] == 1
     denied = [event for event in events if event["kind"] == "tool.call" and event["outcome"] == "denied"]
     assert {event["resource"] for event in denied} == {"rm -rf build", "npm test"}
+
+
+def test_the_cline_hook_script_blocks_a_denied_command_through_corral(corral, tmp_path):
+    """The script `corral connect cline` writes, run as Cline runs it: the recorded PreToolUse
+    (`rm -rf build`) on its stdin, the user's key in corral.key beside it."""
+    _, key = person(corral)
+    script = hook_script(corral["url"], False)
+    for name in ("PreToolUse", "PostToolUse"):
+        (tmp_path / name).write_text(script)
+        (tmp_path / name).chmod(0o700)
+    (tmp_path / "corral.key").write_text(key + "\n")
+    environment = {name: value for name, value in os.environ.items() if name != "CORRAL_KEY"}
+
+    def run(name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        result = subprocess.run([str(tmp_path / name)], input=json.dumps(payload), capture_output=True, text=True,
+                                timeout=60, env=environment)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+    refused = run("PreToolUse", cline_payloads()["PreToolUse"])
+    assert refused["cancel"] is True and "no-destructive-commands" in refused["errorMessage"]
+    reader = {**cline_payloads()["PreToolUse"], "tool_call": {"id": "c3", "name": "run_commands",
+                                                              "input": {"commands": ["ls -la"]}}}
+    assert run("PreToolUse", reader) == {"cancel": False}
+    (tmp_path / "corral.key").write_text(generate_key() + "\n")  # a key Corral never issued
+    forged = run("PreToolUse", reader)
+    assert forged["cancel"] is True and "credentials" in forged["errorMessage"]
 
 
 def test_a_cline_hook_named_wrongly_is_refused_in_words(corral):

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp
 from corral.api.errors import install_error_handlers
 from corral.api.middleware import BodyLimitMiddleware, ForgetKeysOnChange, RequestIdMiddleware
 from corral.api.routes import events as events_routes
-from corral.api.routes import health, identity, ingest, otlp
+from corral.api.routes import connect, health, identity, ingest, otlp
 from corral.api.routes import metrics as metrics_routes
 from corral.api.routes import audit as audit_routes
 from corral.api.routes.hooks import ENDPOINTS as HOOK_ENDPOINTS
@@ -213,6 +213,7 @@ def create_app(settings: Settings) -> ASGIApp:
     app.include_router(tools_routes.router, prefix="/api/v1")
     app.include_router(ingest.router, prefix="/api/v1")
     app.include_router(metrics_routes.router, prefix="/api/v1")
+    app.include_router(connect.router, prefix="/api/v1")
     app.include_router(metrics_routes.exposition)
     app.include_router(otlp.router)
     app.add_middleware(ForgetKeysOnChange)

@@ -17,6 +17,7 @@ from corral.cli.policy import override_app, policy_app
 from corral.cli.tools import approvals_app, mcp_app
 from corral.cli.imports import import_app, ship
 from corral.cli.metrics import metrics_app
+from corral.cli.connect import connect
 from corral.cli.common import DURATION, JsonFlag, cell, segment, api, err, out, parse_duration, print_json, print_table
 from corral.errors import ConfigError
 from corral.settings import load_settings
@@ -43,6 +44,7 @@ app.add_typer(mcp_app, name="mcp")
 app.add_typer(import_app, name="import")
 app.command("ship")(ship)
 app.add_typer(metrics_app, name="metrics")
+app.command("connect")(connect)
 
 # ---- server -------------------------------------------------------------------------------
 
