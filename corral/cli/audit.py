@@ -12,19 +12,13 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.progress import Progress
-from sqlalchemy import create_engine, select
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from corral.audit.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from corral.audit.note import Checkpoint, NoteError, Verifier, open_note
-from corral.audit.ledger import verify_database
 from corral.audit.records import AuditRecord, checked_leaf_hashes
 from corral.cli.client import ApiClient, CliError
 from corral.cli.common import JsonFlag, api, err, out, print_json, print_table
 from corral.errors import ConfigError
-from corral.store.database import sync_url
-from corral.store.tables import audit_checkpoints, audit_keys
 
 audit_app = typer.Typer(help="The tamper-evident audit ledger: verify it, prove records, list them.",
                         no_args_is_help=True)
@@ -185,6 +179,14 @@ _STORED = itemgetter("seq", "time", "actor", "action", "resource", "decision", "
 def _from_database(url: str, key: str | None) -> tuple[MerkleTree, list[tuple[int, str]], Verifier]:
     """The tree rebuilt from the database's own rows, and the checkpoints stored beside them.
     Without --key, the verifier key is the one pinned in that database (and is printed)."""
+    # Only this command reads a database: the rest of the CLI starts without SQLAlchemy.
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+    from sqlalchemy.pool import NullPool
+
+    from corral.audit.ledger import verify_database
+    from corral.store.database import sync_url
+    from corral.store.tables import audit_checkpoints, audit_keys
     try:
         verification, tree = verify_database(url)
         engine = create_engine(sync_url(url), poolclass=NullPool)
