@@ -30,6 +30,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/mcp.py
+	$(BIN)/python bench/hooks.py
 	$(BIN)/python bench/metrics.py
 
 clean:
