@@ -7,11 +7,13 @@ the same run, the floor: `GET /healthz` round trips on the same connection.
 Kinds of decision, each `--calls` times after warm-up:
 - read:     Read of a workspace file (allowed, nothing to ledger)
 - reader:   Bash `git status` (an allowed reader, nothing to ledger)
-- ask:      Bash `npm test` (confirm: Claude Code asks; appended to the audit ledger first)
-- deny:     Bash `rm -rf build` (denied by a rule; appended to the ledger first)
+- change:   Bash `make build` (allowed by a rule added to the demo policy: a change Corral lets
+            happen, so the answer waits until it is on the audit ledger, fsync included)
+- ask:      Bash `npm test` (confirm: Claude Code asks; ledgered without holding the answer)
+- deny:     Bash `rm -rf build` (denied by a rule; ledgered without holding the answer)
 
-Target (2 cores): p99 <= 5 ms server-side for a decision. Corral runs `corral serve --demo` on
-SQLite (WAL, synchronous=FULL: a ledger append waits for its fsync) in a temporary directory; all
+Target (2 cores): p99 <= 5 ms server-side for a decision. Corral runs `corral serve --demo` (the
+demo policy plus the `make build` rule) on SQLite (WAL, synchronous=FULL: a ledger append waits for its fsync) in a temporary directory; all
 traffic stays on 127.0.0.1 and the server is stopped at the end.
 
     python bench/hooks.py [--calls 2000] [--rounds 3]
@@ -34,6 +36,7 @@ machine = importlib.util.module_from_spec(_machine)
 _machine.loader.exec_module(machine)
 
 import httpx  # noqa: E402
+import yaml  # noqa: E402
 
 sys.path.insert(0, str(HERE.parent))
 from corral.identity.tokens import generate_key  # noqa: E402
@@ -42,6 +45,7 @@ CWD = "/home/dev/repo"
 KINDS = {
     "read": ("Read", {"file_path": f"{CWD}/src/app.py"}, "allow"),
     "reader": ("Bash", {"command": "git status"}, "allow"),
+    "change": ("Bash", {"command": "make build"}, "allow"),
     "ask": ("Bash", {"command": "npm test"}, "ask"),
     "deny": ("Bash", {"command": "rm -rf build"}, "deny"),
 }
@@ -95,9 +99,14 @@ def main() -> None:
         data = Path(directory)
         port, admin = machine.free_port(), generate_key()
         log = data / "server.log"
+        policy = yaml.safe_load((HERE.parent / "corral/policy/demo.yaml").read_text())
+        policy["rules"].insert(0, {"id": "builds", "effect": "allow", "action": "command.exec",
+                                   "match": {"command": "make build"}})
+        (data / "policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
         process = machine.start([str(Path(sys.executable).parent / "corral"), "serve", "--demo"],
                                 {"CORRAL_DATA_DIR": str(data), "CORRAL_PORT": str(port), "CORRAL_ADMIN_KEY": admin,
-                                 "CORRAL_DATABASE_URL": f"sqlite:///{data / 'corral.db'}"}, log)
+                                 "CORRAL_DATABASE_URL": f"sqlite:///{data / 'corral.db'}",
+                                 "CORRAL_POLICY": str(data / "policy.yaml")}, log)
         try:
             machine.wait_ready(port, "/readyz", process=process, log=log)
             url = f"http://127.0.0.1:{port}"
