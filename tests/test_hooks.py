@@ -150,8 +150,16 @@ def test_every_recorded_claude_code_hook_replays_and_commands_are_decided_like_t
     assert reads[0]["resource"].startswith("src/mcp_venus_os/")  # relative to the session's cwd
 
 
+def hook_decisions(corral: dict[str, Any], decision: str) -> float:
+    """corral_hook_decisions_total for one decision, summed over teams and clients."""
+    text = httpx.get(corral["url"] + "/metrics", headers={"Authorization": f"Bearer {corral['admin']}"}, timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("corral_hook_decisions_total{") and f'decision="{decision}"' in line)
+
+
 def test_denied_asked_and_allowed_commands(corral):
     _, key = person(corral)
+    denied_before, allowed_before = hook_decisions(corral, "deny"), hook_decisions(corral, "allow")
     def bash(command: str, cwd: str = "/home/dev/repo") -> tuple[str, str]:
         return decision(call(corral, CLAUDE_CODE, {"hook_event_name": "PreToolUse", "session_id": "s1", "cwd": cwd,
                                                    "tool_name": "Bash", "tool_input": {"command": command},
@@ -162,6 +170,8 @@ def test_denied_asked_and_allowed_commands(corral):
     assert bash("ls && rm -rf /")[0] == "deny"  # every part of a chain is decided
     assert bash("git status | tee out.txt")[0] == "ask"  # tee writes a file: not a reader
     assert bash("npm test")[0] == "ask"  # command.exec defaults to confirm
+    # Prometheus counts the decisions: rm -rf and the chain denied, ls allowed.
+    assert (hook_decisions(corral, "deny") - denied_before, hook_decisions(corral, "allow") - allowed_before) == (2, 1)
 
 
 def test_the_ledger_holds_decisions_that_let_something_change_refusals_and_results(corral):

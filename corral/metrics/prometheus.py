@@ -84,7 +84,10 @@ class GatewayCounters:
             self._add("corral_llm_tokens_total", {**labels, "direction": "in"}, event.tokens_in or 0)
             self._add("corral_llm_tokens_total", {**labels, "direction": "out"}, event.tokens_out or 0)
             self._time("corral_llm_request_duration_seconds", {"provider": provider}, event.duration_ms)
-        elif event.kind == "command.exec" or event.kind == "tool.result":
+        elif event.kind == "tool.call" and event.source == "hooks":
+            self._add("corral_hook_decisions_total", {"team": team, "client": client,
+                                                      "decision": event.decision or ""})
+        elif (event.kind == "command.exec" or event.kind == "tool.result") and event.source is None:
             kind = "command" if event.kind == "command.exec" else "tool"
             self._add("corral_tool_calls_total", {"team": team, "client": client, "kind": kind, "outcome": outcome})
         elif event.kind == "tool.call" and event.source is None and "server" in attributes:
@@ -105,7 +108,8 @@ _HELP = {
     "corral_tool_calls_total": "Tool calls and commands whose result this replica's LLM gateway saw.",
     "corral_mcp_calls_total": "MCP tool calls through this replica's MCP gateway.",
     "corral_mcp_call_duration_seconds": "MCP tool call duration through this replica.",
-    "corral_tasks_total": "Task lifecycle events this replica's gateways recorded.",
+    "corral_hook_decisions_total": "Tool uses agents' hooks asked this replica about, by the policy's decision.",
+    "corral_tasks_total": "Task lifecycle events this replica's gateways and hooks recorded.",
     "corral_auth_failures_total": "Requests refused for missing, wrong, expired or revoked credentials.",
 }
 
