@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from corral.clients.cline import hook_script
+from corral.hooks.reading import HookCall, acts_of
 from corral.identity.tokens import generate_key
 from tests.conftest import BACKENDS, own_database, start_server, stop_server, unique
 from tests.test_taskfolders import agent_fixture
@@ -417,3 +418,28 @@ def test_a_session_seen_only_by_hooks_is_a_completed_task_in_the_metrics(corral)
     volumes = summary["volumes"]
     assert (volumes["tasks"], volumes["completed"], volumes["commands"], volumes["call_timeouts"]) == (1, 1, 2, 1)
     assert summary["metrics"]["tool_error_rate"] == {"value": 0.5, "samples": 2}
+
+
+# ---- what a tool use stands for (no server) ---------------------------------------------------
+
+
+def test_what_each_tool_use_stands_for():
+    def acts(tool: str, tool_input: dict[str, Any], client: str = "claude-code") -> list[tuple[str, str]] | None:
+        found = acts_of(HookCall(client=client, hook="PreToolUse", stage="pre_tool", tool=tool, tool_input=tool_input,
+                                 cwd="/home/dev/repo"))
+        return None if found is None else [(act.action, act.resource) for act in found]
+    assert acts("Bash", {"command": "ls && rm x"}) == [("command.exec", "ls && rm x")]  # the engine splits chains
+    assert acts("Write", {"file_path": "/home/dev/repo/src/a.py", "content": "x"}) == [("file.write", "src/a.py")]
+    assert acts("Write", {"file_path": "/etc/passwd", "content": "x"}) == [("file.write", "/etc/passwd")]
+    assert acts("Read", {"file_path": "../other/x"}) == [("file.read", "/home/dev/other/x")]  # outside: absolute
+    assert acts("Edit", {"file_path": "/home/dev/repo-evil/a"}) == [("file.write", "/home/dev/repo-evil/a")]
+    assert acts("mcp__corral__github__create_issue", {}) == [("tool.call", "github/create_issue")]
+    assert acts("mcp__github__create_issue", {}) == [("tool.call", "github/create_issue")]
+    assert acts("run_commands", {"commands": ["npm ci", "npm test"]}, "cline") == [
+        ("command.exec", "npm ci"), ("command.exec", "npm test")]
+    assert acts("new_rule", {"path": ".clinerules/x.md", "content": "y"}, "cline") == [("file.write", ".clinerules/x.md")]
+    assert acts("use_mcp_tool", {"server_name": "github", "tool_name": "merge_pr"}, "cline") == [
+        ("tool.call", "github/merge_pr")]
+    assert acts("TodoWrite", {"todos": []}) == []
+    assert acts("TeleportFiles", {}) is None  # unknown: the policy's default decides
+    assert acts("Bash", {}) is None and acts("Bash", {"command": "  "}) is None  # nothing to decide on

@@ -162,7 +162,7 @@ _INERT = frozenset({
     "ScheduleWakeup", "ReportFindings", "Workflow", "CronCreate", "CronDelete", "CronList", "ToolSearch",
     "ListMcpResourcesTool", "ReadMcpResourceTool", "EnterWorktree", "ExitWorktree", "KillShell", "BashOutput",
     "WebFetch", "WebSearch", "web_fetch", "web_search", "load_mcp_documentation", "condense", "summarize_task",
-    "new_rule", "focus_chain", "submit_and_exit", "spawn_agent", "fetch_web_content", "browser_action",
+    "focus_chain", "submit_and_exit", "spawn_agent", "fetch_web_content", "browser_action",
 })
 _COMMANDS = ("command", "commands")
 _PATHS = ("file_path", "notebook_path", "path", "absolutePath")
@@ -184,7 +184,7 @@ def acts_of(call: HookCall) -> list[Act] | None:
     if tool in ("Bash", "execute_command", "run_commands"):
         return _each(given, _COMMANDS, "command.exec", None)
     if tool in ("Write", "Edit", "MultiEdit", "NotebookEdit", "write_to_file", "replace_in_file", "apply_diff",
-                "insert_content", "search_and_replace", "editor", "apply_patch"):
+                "insert_content", "search_and_replace", "editor", "apply_patch", "new_rule"):
         return _each(given, _PATHS, "file.write", call.cwd)
     if tool in ("Read", "NotebookRead", "read_file"):
         return _each(given, _PATHS, "file.read", call.cwd)
