@@ -70,10 +70,11 @@ class Hooks:
         """Decide a tool about to run (a Verdict), or record what the hook reports (None)."""
         if call.stage == "pre_tool":
             return await self._pre_tool(principal, call)
-        events = report_events(principal, call)
+        acts = acts_of(call) if call.stage in ("post_tool", "tool_failed") else None
+        events = report_events(principal, call, acts)
         for event in events:
             self._recorder.emit(event)
-        if call.stage in ("post_tool", "tool_failed") and _changed(await self._policy.current(), call):
+        if call.stage in ("post_tool", "tool_failed") and _changed(await self._policy.current(), acts):
             for event in events:  # a tool that could have changed something ran: its result is ledgered
                 self._ledger_soon(AuditRecord(actor=principal.email, action=event.kind, resource=event.resource or "?",
                                               outcome=event.outcome, payload_sha256=payload_sha256(call.tool_input)))
@@ -103,9 +104,9 @@ class Hooks:
                               "for it; ask an admin to allow it for you in the policy")
         if decision.effect == "approve":
             verdict = await self._hold(effective, principal, call, acts or [], decision)
-        changes = _changed(effective, call)
-        if changes or verdict.effect != "allow":
-            record = AuditRecord(actor=principal.email, action=acts[0].action if acts else "tool.call",
+        action = acts[0].action if acts else "tool.call"
+        if _changed(effective, acts) or verdict.effect != "allow":
+            record = AuditRecord(actor=principal.email, action=action,
                                  resource=_resource(call, acts), decision=decision.effect,
                                  outcome={"allow": "allowed", "ask": "asked", "deny": "denied"}[verdict.effect],
                                  payload_sha256=payload_sha256(call.tool_input))
@@ -113,7 +114,7 @@ class Hooks:
                 await self._audit.append(record)
             else:  # nothing happens on Corral's word: the answer need not wait for the fsync
                 self._ledger_soon(record)
-        self._recorder.emit(_event(principal, call, "tool.call", now, action=acts[0].action if acts else "tool.call",
+        self._recorder.emit(_event(principal, call, "tool.call", now, action=action,
                                    resource=_resource(call, acts), decision=decision.effect,
                                    outcome={"allow": None, "ask": "asked", "deny": "denied"}[verdict.effect],
                                    attributes={"rules": list(verdict.rules), "reason": verdict.reason[:MAX_TEXT],
@@ -193,14 +194,14 @@ def _read_only(effective: EffectivePolicy, act: Act) -> bool:
     return act.action == "tool.call" and effective.compiled.tool_class(act.resource, None) == "read-only"
 
 
-def _changed(effective: EffectivePolicy, call: HookCall) -> bool:
-    """Whether a tool use that ran could have changed something (its result goes on the ledger)."""
-    acts = acts_of(call)
+def _changed(effective: EffectivePolicy, acts: list[Act] | None) -> bool:
+    """Whether a tool use could change something (unknown ones could): its decision and result
+    go on the ledger."""
     return acts is None or not all(_read_only(effective, act) for act in acts)
 
 
 def _tool_class(effective: EffectivePolicy, acts: list[Act]) -> str:
-    if all(_read_only(effective, act) for act in acts):
+    if not _changed(effective, acts):
         return "read-only"
     tools = [effective.compiled.tool_class(act.resource, None) for act in acts if act.action == "tool.call"]
     return "destructive" if "destructive" in tools or not acts else "mutating"
@@ -219,12 +220,13 @@ _TASK_KINDS = {"task_started": ("task.started", None), "task_resumed": ("task.re
                "session_ended": ("task.abandoned", "abandoned")}
 
 
-def report_events(principal: Principal, call: HookCall) -> list[Event]:
-    """The events a hook's report stands for (docs/events.md)."""
+def report_events(principal: Principal, call: HookCall, acts: list[Act] | None) -> list[Event]:
+    """The events a hook's report stands for (docs/events.md); `acts` is what the tool did
+    (`acts_of`), for a tool's result."""
     now = utcnow()
     if call.stage in ("post_tool", "tool_failed"):
         outcome = "ok" if call.stage == "post_tool" else _failure(call)
-        acts = acts_of(call) or []
+        acts = acts or []
         attributes = {"tool": call.tool, "error": call.error}
         commands = [act for act in acts if act.action == "command.exec"]
         if commands:
