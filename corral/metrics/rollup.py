@@ -1,7 +1,6 @@
 """The rollup: folds new events, in id order, into `metric_tasks` (one row per task),
 `metric_hours` and `metric_days` (sums per hour, per day, and dimension), and remembers the last
-event folded. Rollups are
-derived data: `rebuild` throws them away and folds every event again.
+event folded. Rollups are derived data: `rebuild` throws them away and folds every event again.
 
 Only this module writes the rollup tables. One replica folds at a time (a PostgreSQL advisory
 lock; SQLite's write lock). On PostgreSQL an event id can become visible after a later one (two

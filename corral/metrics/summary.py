@@ -190,9 +190,6 @@ async def _medians(connection: AsyncConnection, window: Window, scope: Scope, gr
     return {key: (float(value), int(samples)) for key, value, samples in rows}
 
 
-_SUMS = HOUR_MEASURES
-
-
 async def _hour_volumes(connection: AsyncConnection, window: Window, scope: Scope, group: Grouping, tools: bool,
                         whole_days: bool = True) -> dict[Any, dict[str, float]]:
     """Sums of requests and calls per group: from day rows for the whole days of the window
@@ -202,13 +199,13 @@ async def _hour_volumes(connection: AsyncConnection, window: Window, scope: Scop
         tool_rows = table.c.tool != "" if tools else table.c.tool == ""
         grp = group(table, time).label("grp")
         rows = await connection.execute(
-            _summed(grp, [table.c[name] for name in _SUMS], group)
+            _summed(grp, [table.c[name] for name in HOUR_MEASURES], group)
             .where(time >= start, time < end, tool_rows, *scope.where(table)))
         for key, *values in rows:
             if all(value is None for value in values):
                 continue  # no rows: the sums of nothing
-            sums = found.setdefault(key, dict.fromkeys(_SUMS, 0))
-            for name, value in zip(_SUMS, values):
+            sums = found.setdefault(key, dict.fromkeys(HOUR_MEASURES, 0))
+            for name, value in zip(HOUR_MEASURES, values):
                 sums[name] += value or 0
     return found
 
